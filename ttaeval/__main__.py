@@ -1,0 +1,3 @@
+from ttaeval.cli import main
+
+main()

@@ -1,0 +1,223 @@
+"""Audio in and out: the Clip type, loading, resampling, downmixing and validation.
+
+A Clip is float32 ``(channels, samples)`` in [-1, 1] with its sample rate. Its content key — a hash of
+the PCM and the rate — is what every cache is keyed on, never a file path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+if TYPE_CHECKING:
+    from ttaeval.prompts import Prompt
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class AudioError(ValueError):
+    """A clip that cannot be scored: unreadable, empty, or holding NaN/Inf samples."""
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """One piece of audio and what it answers.
+
+    Attributes:
+        audio: float32 array ``(channels, samples)``.
+        sample_rate: samples per second.
+        prompt: the prompt this clip answers, or None for reference audio.
+        source: where it came from (a path, a generator), for messages only — never a cache key.
+        warnings: validation findings that do not stop scoring (clipped, silent, DC offset).
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    prompt: Prompt | None = None
+    source: str | None = None
+    warnings: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.audio.ndim != 2:
+            raise ValueError(f"Clip audio must be (channels, samples), got shape {self.audio.shape}")
+        if self.audio.dtype != np.float32:
+            object.__setattr__(self, "audio", self.audio.astype(np.float32))
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
+
+    @cached_property
+    def key(self) -> str:
+        """Content key: blake2b of the rate, the shape and the float32 PCM."""
+        return content_key(self.audio, self.sample_rate)
+
+    @property
+    def channels(self) -> int:
+        return self.audio.shape[0]
+
+    @property
+    def num_samples(self) -> int:
+        return self.audio.shape[1]
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    def with_audio(self, audio: np.ndarray, sample_rate: int) -> Clip:
+        """The same clip (prompt, source, warnings) with other audio, e.g. resampled."""
+        return Clip(audio, sample_rate, self.prompt, self.source, self.warnings)
+
+
+def content_key(audio: np.ndarray, sample_rate: int) -> str:
+    """Hash of PCM + rate: equal audio gives equal keys wherever it came from."""
+    pcm = np.ascontiguousarray(audio, dtype=np.float32)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{sample_rate}:{pcm.shape[0]}x{pcm.shape[1]}:".encode())
+    h.update(pcm.tobytes())
+    return h.hexdigest()
+
+
+def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample ``(channels, samples)`` with soxr at high quality; a no-op at equal rates."""
+    if orig_rate == target_rate:
+        return audio
+    out = soxr.resample(audio.T, orig_rate, target_rate, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32).reshape(audio.shape[0], -1)
+
+
+def to_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """Downmix or upmix ``(channels, samples)``.
+
+    Rules: to mono, average all channels (equal weight, no -3 dB pan law); mono to N channels,
+    repeat; N to M otherwise, keep the first M (when M < N) or repeat the last (when M > N).
+    """
+    have = audio.shape[0]
+    if have == channels:
+        return audio
+    if channels == 1:
+        return audio.mean(axis=0, keepdims=True, dtype=np.float64).astype(np.float32)
+    if have == 1:
+        return np.repeat(audio, channels, axis=0)
+    if channels < have:
+        return audio[:channels]
+    return np.concatenate([audio, np.repeat(audio[-1:], channels - have, axis=0)], axis=0)
+
+
+def prepare(clip: Clip, sample_rate: int | None, channels: int | None) -> Clip:
+    """The clip as a scorer wants it: resampled once (soxr HQ) and down/upmixed."""
+    audio = clip.audio
+    if channels is not None:
+        audio = to_channels(audio, channels)
+    rate = clip.sample_rate
+    if sample_rate is not None and sample_rate != rate:
+        audio, rate = resample(audio, rate, sample_rate), sample_rate
+    return clip if audio is clip.audio else clip.with_audio(audio, rate)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Thresholds of the per-clip checks.
+
+    Attributes:
+        max_duration: clips longer than this (seconds) are refused before decoding (default 600).
+        clip_threshold: |sample| at or above this counts as clipped.
+        clipped_fraction: warn when more than this fraction of samples is clipped.
+        silence_dbfs: warn "silent" when the whole clip's RMS is below this (dBFS).
+        dc_threshold: warn when any channel's mean exceeds this in absolute value.
+    """
+
+    max_duration: float = 600.0
+    clip_threshold: float = 0.999
+    clipped_fraction: float = 0.001
+    silence_dbfs: float = -60.0
+    dc_threshold: float = 0.05
+
+
+def check_audio(audio: np.ndarray, config: ValidationConfig = ValidationConfig()) -> tuple[str, ...]:
+    """Validate decoded audio. Raises AudioError for what cannot be scored; returns warnings.
+
+    Errors: empty, NaN/Inf samples. Warnings: clipped, silent, DC offset — these are properties of
+    a (bad) generation that scorers should still see and measure.
+    """
+    if audio.size == 0:
+        raise AudioError("empty: the file holds no samples")
+    finite = np.isfinite(audio)
+    if not finite.all():
+        bad = int(audio.size - np.count_nonzero(finite))
+        raise AudioError(f"non-finite samples: {bad} NaN/Inf values")
+    warnings = []
+    frac = float(np.mean(np.abs(audio) >= config.clip_threshold))
+    if frac > config.clipped_fraction:
+        warnings.append(f"clipped: {100 * frac:.2f}% of samples at full scale")
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms == 0 or 20 * np.log10(rms) < config.silence_dbfs:
+        warnings.append("silent: RMS below %.0f dBFS" % config.silence_dbfs)
+    dc = float(np.max(np.abs(audio.mean(axis=1, dtype=np.float64))))
+    if dc > config.dc_threshold:
+        warnings.append(f"dc offset: channel mean {dc:.3f}")
+    return tuple(warnings)
+
+
+def load_audio(
+    path: str | Path,
+    *,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    prompt: Prompt | None = None,
+    validation: ValidationConfig = ValidationConfig(),
+) -> Clip:
+    """Read a wav/flac/ogg/mp3 file into a validated Clip.
+
+    Args:
+        path: the file.
+        sample_rate: resample to this rate (soxr HQ); None keeps the file's rate.
+        channels: down/upmix to this many channels (see ``to_channels``); None keeps them.
+        prompt: the prompt the clip answers, attached to the Clip.
+        validation: thresholds; the file's length is checked from its header before decoding.
+
+    Raises:
+        AudioError: naming the file and the cause (unreadable, corrupt, empty, NaN/Inf, too long).
+    """
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types for the same cause
+        raise AudioError(f"{path}: unreadable: {_reason(exc)}") from exc
+    if info.frames > 0 and info.frames / info.samplerate > validation.max_duration:
+        raise AudioError(
+            f"{path}: too long: {info.frames / info.samplerate:.1f} s > max_duration "
+            f"{validation.max_duration:.0f} s"
+        )
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"{path}: corrupt: {_reason(exc)}") from exc
+    audio = np.ascontiguousarray(data.T)
+    try:
+        warnings = check_audio(audio, validation)
+    except AudioError as exc:
+        raise AudioError(f"{path}: {exc}") from None
+    clip = Clip(audio, int(rate), prompt=prompt, source=str(path), warnings=warnings)
+    return prepare(clip, sample_rate, channels)
+
+
+def save_audio(path: str | Path, clip: Clip, subtype: str | None = None) -> Path:
+    """Write a clip as wav/flac/ogg (format by suffix, soundfile's default subtype: 16-bit PCM for wav)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), clip.audio.T, clip.sample_rate, subtype=subtype)
+    return path
+
+
+def _reason(exc: Exception) -> str:
+    """The library's message without its own "Error opening '<path>': " prefix (we name the file)."""
+    text = str(exc).strip() or type(exc).__name__
+    text = re.sub(r"^Error opening .*?: ", "", text.splitlines()[0])
+    return text

@@ -1,0 +1,176 @@
+"""The ``ttaeval`` command line (typer + rich).
+
+Exit codes: 0 when every clip scored, 1 when some failed (their records are still written),
+2 for usage errors (bad options, unknown scorers, malformed prompt files).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ttaeval.audio import ValidationConfig
+from ttaeval.folder import collect_folder
+from ttaeval.prompts import PromptError, load_prompts
+from ttaeval.report.tables import clip_table, leaderboard, leaderboard_markdown
+from ttaeval.scorers import SCORERS, get_scorer
+from ttaeval.scoring import score_items
+from ttaeval.store import STORE_NAME, RunStore, StoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate text-to-audio systems.")
+console = Console(stderr=True)
+USAGE_ERROR = 2
+
+
+def _usage_error(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(USAGE_ERROR)
+
+
+def _open_existing(run_dir: Path) -> RunStore:
+    if not (run_dir / STORE_NAME).exists():
+        raise _usage_error(f"{run_dir} is not a run directory (no {STORE_NAME})")
+    return RunStore(run_dir)
+
+
+@app.command()
+def scorers() -> None:
+    """List the registered scorers, their metrics and whether their packages are installed."""
+    table = Table(title="ttaeval scorers")
+    for col in ("spec", "installed", "metrics"):
+        table.add_column(col)
+    for entry in SCORERS:
+        metrics = ""
+        if entry.installed():
+            try:
+                cls = entry.load()
+                metrics = ", ".join(m.name + m.arrow for m in cls.metrics)
+            except ImportError as exc:
+                metrics = str(exc)
+        hint = "yes" if entry.installed() else f"no: pip install 'ttaeval[{entry.extra}]'"
+        table.add_row(entry.name, hint, metrics)
+    Console().print(table)
+
+
+@app.command()
+def score(
+    audio_dir: Annotated[Path, typer.Argument(help="Folder of audio files named by prompt id.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory (created if needed).")],
+    scorer: Annotated[list[str], typer.Option("--scorer", help="Scorer spec NAME[:BACKEND][,K=V]; repeatable.")],
+    prompts: Annotated[
+        str | None, typer.Option("--prompts", help="Prompt suite: TTA-Bench JSON/folder, jsonl, txt.")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", help="System name (default: folder name).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch and commit.")] = 32,
+    max_duration: Annotated[float, typer.Option(help="Refuse clips longer than this (seconds).")] = 600.0,
+) -> None:
+    """Score a folder of generated audio against a prompt suite into RUN_DIR."""
+    try:
+        built = [get_scorer(spec) for spec in scorer]
+    except (KeyError, ValueError, ImportError, OSError) as exc:
+        raise _usage_error(str(exc).strip("'\"")) from None
+    suite = None
+    if prompts is not None:
+        try:
+            suite = load_prompts(prompts)
+        except (PromptError, FileNotFoundError) as exc:
+            raise _usage_error(str(exc)) from None
+    elif needs := [s.label for s in built if s.uses_prompt]:
+        raise _usage_error(f"{', '.join(needs)} score audio against prompts: pass --prompts")
+    try:
+        items, missing = collect_folder(audio_dir, suite, system)
+    except NotADirectoryError as exc:
+        raise _usage_error(str(exc)) from None
+    if not items:
+        raise _usage_error(f"{audio_dir}: no audio files (.wav, .flac, .ogg, .mp3)")
+    try:
+        store = RunStore(out)
+        if suite is not None:
+            store.add_prompts(suite)
+    except StoreError as exc:
+        raise _usage_error(str(exc)) from None
+    with store:
+        config = {
+            "audio_dir": str(audio_dir), "prompts": prompts, "system": system, "scorers": scorer,
+            "batch_size": batch_size, "max_duration": max_duration,
+        }
+        store.record_run(shlex.join(["ttaeval", *sys.argv[1:]]), config, built)
+        progress = Progress(
+            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+            transient=True,
+        )
+        with progress:
+            task = progress.add_task("score", total=len(items))
+            summary = score_items(
+                items, built, store, batch_size=batch_size,
+                validation=ValidationConfig(max_duration=max_duration),
+                on_batch=lambda n: progress.advance(task, n),
+            )
+    for message in summary.errors[:20]:
+        console.print(f"[yellow]failed:[/yellow] {message}", highlight=False)
+    if len(summary.errors) > 20:
+        console.print(f"[yellow]... and {len(summary.errors) - 20} more (see `ttaeval export`)[/yellow]")
+    if missing:
+        console.print(f"[yellow]{len(missing)} prompt(s) have no audio file[/yellow], e.g. {missing[0][1].id}")
+    console.print(
+        f"{summary.clips} clips: {summary.computed} scores computed, {summary.cached} from cache, "
+        f"{summary.failed} failed; {summary.load_failed} files could not be read. Store: {store.path}",
+        highlight=False,
+    )
+    raise typer.Exit(0 if summary.all_ok else 1)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """One row per clip: system, prompt_id, every metric, error."""
+    if format not in ("csv", "json"):
+        raise _usage_error(f"--format must be csv or json, not {format!r}")
+    with _open_existing(run_dir) as store:
+        table = clip_table(store)
+    text = table.to_csv(index=False) if format == "csv" else table.to_json(orient="records", indent=1)
+    _write(text, output)
+
+
+@app.command(name="leaderboard")
+def leaderboard_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    format: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Mean and 95% bootstrap CI over prompts, per system and metric."""
+    if format not in ("md", "csv", "json"):
+        raise _usage_error(f"--format must be md, csv or json, not {format!r}")
+    with _open_existing(run_dir) as store:
+        board = leaderboard(store, seed=seed)
+    if format == "md":
+        text = leaderboard_markdown(board)
+    elif format == "csv":
+        text = board.to_csv(index=False)
+    else:
+        text = board.to_json(orient="records", indent=1)
+    _write(text, output)
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
+
+
+def main() -> None:
+    app()

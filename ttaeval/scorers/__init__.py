@@ -1,0 +1,138 @@
+"""Scorer registry and spec strings: ``NAME[:BACKEND][,KEY=VALUE]...``.
+
+The same spec names a scorer everywhere — the API (``get_scorer``), the CLI (``--scorer``), run
+configs and training rewards. Backends are registered lazily, so an optional package is imported
+only when its backend is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttaeval.registry import Entry, Registry
+from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
+
+__all__ = [
+    "SCORERS",
+    "MetricSpec",
+    "ScoreResult",
+    "Scorer",
+    "ScorerSpec",
+    "get_scorer",
+    "parse_spec",
+    "register_scorer",
+]
+
+SCORERS: Registry[type[Scorer]] = Registry("scorer")
+DEFAULT_BACKENDS: dict[str, str] = {}
+
+
+def register_scorer(
+    name: str,
+    backend: str,
+    target: str | type[Scorer],
+    *,
+    default: bool = False,
+    extra: str | None = None,
+    requires: tuple[str, ...] = (),
+) -> None:
+    """Register ``name:backend``; ``target`` is the class or "module:Class" (imported on first use)."""
+    SCORERS.register(f"{name}:{backend}", target, extra=extra, requires=requires)
+    if default or name not in DEFAULT_BACKENDS:
+        DEFAULT_BACKENDS[name] = backend
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A parsed spec string."""
+
+    name: str
+    backend: str
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        head = self.name if DEFAULT_BACKENDS.get(self.name) == self.backend else f"{self.name}:{self.backend}"
+        return ",".join([head, *(f"{k}={v}" for k, v in self.options)])
+
+
+def parse_spec(spec: str) -> ScorerSpec:
+    """Parse ``NAME[:BACKEND][,KEY=VALUE]...``; the backend defaults to the name's default backend.
+
+    Values may contain ``:`` and ``=`` (paths, URLs); a comma always separates options.
+    """
+    head, *parts = [p.strip() for p in spec.strip().split(",")]
+    name, _, backend = head.partition(":")
+    if not name:
+        raise ValueError(f"empty scorer name in spec {spec!r}")
+    if not backend:
+        if name not in DEFAULT_BACKENDS:
+            raise KeyError(f"unknown scorer {name!r}; available: {', '.join(sorted(DEFAULT_BACKENDS)) or 'none'}")
+        backend = DEFAULT_BACKENDS[name]
+    options = []
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"bad option {part!r} in scorer spec {spec!r}: expected KEY=VALUE")
+        options.append((key.strip(), value.strip()))
+    keys = [k for k, _ in options]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"repeated option in scorer spec {spec!r}")
+    return ScorerSpec(name, backend, tuple(options))
+
+
+def get_scorer(spec: str | ScorerSpec, **overrides: Any) -> Scorer:
+    """Build a scorer from a spec string, e.g. ``get_scorer("signal,silence_dbfs=-50")``.
+
+    Option values are converted to the types of the scorer's fields; unknown options are an error
+    that lists the accepted ones. ``overrides`` are passed as they are (typed values).
+    """
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    cls = SCORERS.get(f"{parsed.name}:{parsed.backend}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, raw in parsed.options:
+        if key not in fields:
+            raise ValueError(
+                f"{parsed.name}:{parsed.backend} has no option {key!r}; options: {', '.join(sorted(fields))}"
+            )
+        kwargs[key] = _convert(raw, hints[key], f"{parsed.name}:{parsed.backend} option {key}")
+    kwargs.update(overrides)
+    scorer = cls(**kwargs)
+    scorer.spec = str(parsed)  # type: ignore[attr-defined]
+    return scorer
+
+
+def scorer_entries() -> list[Entry[type[Scorer]]]:
+    return list(SCORERS)
+
+
+def _convert(raw: str, hint: Any, what: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        hint = args[0] if len(args) == 1 else str
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint in (int, float, str):
+            return hint(raw)
+        if hint is Path:
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ValueError(f"{what}: cannot read {raw!r} as {getattr(hint, '__name__', hint)}") from None
+    return raw
+
+
+register_scorer("signal", "builtin", "ttaeval.scorers.signal:SignalScorer")

@@ -1,0 +1,181 @@
+"""The scorer contract shared by the benchmark runner and the trainers.
+
+A scorer is a dataclass whose fields are its options (every knob documented on the field). It
+declares its metrics, the sample rate and channel count it wants (the framework resamples once
+before calling it), and whether it reads the prompt. ``score(clips)`` takes a batch and returns one
+``ScoreResult`` per clip: a value for every metric, and for every NaN the reason — never a silent 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from ttaeval.audio import Clip
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric is: its name, which direction is better, and its range.
+
+    ``higher_is_better`` is None for descriptive metrics (loudness, duration) that have no better
+    direction.
+    """
+
+    name: str
+    higher_is_better: bool | None
+    range: tuple[float, float] = (-math.inf, math.inf)
+    description: str = ""
+
+    @property
+    def arrow(self) -> str:
+        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
+
+
+@dataclass
+class ScoreResult:
+    """The outcome of scoring one clip.
+
+    Attributes:
+        values: every metric of the scorer -> value; NaN where it could not be computed.
+        errors: metric -> reason, for every NaN in ``values``.
+        artefacts: per-clip arrays kept by the store for set-level metrics (embeddings, posteriors).
+    """
+
+    values: dict[str, float]
+    errors: dict[str, str] = field(default_factory=dict)
+    artefacts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, metrics: Sequence[MetricSpec], reason: str) -> ScoreResult:
+        return cls({m.name: math.nan for m in metrics}, {m.name: reason for m in metrics})
+
+    @property
+    def ok(self) -> bool:
+        """Every metric has a value."""
+        return not self.errors
+
+    @property
+    def failed(self) -> bool:
+        """No metric has a value: the clip could not be scored at all (retried on the next run)."""
+        return not any(math.isfinite(v) for v in self.values.values())
+
+    @property
+    def error(self) -> str | None:
+        """All distinct reasons joined, or None when every metric has a value."""
+        if not self.errors:
+            return None
+        return "; ".join(dict.fromkeys(self.errors.values()))
+
+
+class Scorer(ABC):
+    """Base class of every scorer. Subclasses are dataclasses: their fields are the options.
+
+    Class attributes to set:
+        name, backend: the spec ``name:backend`` the scorer is registered under.
+        version: bump when the numbers change for the same options.
+        metrics: the MetricSpecs ``score`` returns.
+        sample_rate, channels: what the audio is converted to before ``score_batch`` (None: as is).
+        uses_prompt: whether scores depend on the prompt (then cache keys include the prompt content).
+        id_exclude: option names that do not change the numbers (batch size, device) and stay out of
+            the id.
+    """
+
+    name: ClassVar[str]
+    backend: ClassVar[str]
+    version: ClassVar[str] = "1"
+    metrics: ClassVar[tuple[MetricSpec, ...]]
+    sample_rate: ClassVar[int | None] = None
+    channels: ClassVar[int | None] = None
+    uses_prompt: ClassVar[bool] = False
+    id_exclude: ClassVar[tuple[str, ...]] = ("batch_size", "device")
+    batch_size: int
+
+    @property
+    def label(self) -> str:
+        """The spec the scorer was built from (``get_scorer`` sets it), for tables and messages."""
+        return self.__dict__.get("spec") or f"{self.name}:{self.backend}"
+
+    @property
+    def id(self) -> str:
+        """Full identity: name, backend, version and every option that changes the numbers."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.identity_options().items()))
+        return f"{self.name}:{self.backend}@{self.version}" + (f",{opts}" if opts else "")
+
+    def identity_options(self) -> dict[str, object]:
+        """Options that enter the id. Backends with weight files override this to put a digest there."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if f.name not in self.id_exclude
+        }
+
+    def metric(self, name: str) -> MetricSpec:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"{self.name} has no metric {name!r}; it has {[m.name for m in self.metrics]}")
+
+    def score(self, clips: Sequence[Clip]) -> list[ScoreResult]:
+        """Score a batch; one result per clip, in order. Never raises for a bad clip.
+
+        Clips must already be at ``sample_rate``/``channels`` (the runner prepares them once). A
+        batch that fails is retried clip by clip, so one bad clip cannot sink the others.
+        """
+        results: list[ScoreResult | None] = [None] * len(clips)
+        todo = []
+        for i, clip in enumerate(clips):
+            reason = self._precheck(clip)
+            if reason:
+                results[i] = ScoreResult.failure(self.metrics, reason)
+            else:
+                todo.append(i)
+        size = max(1, int(getattr(self, "batch_size", 16)))
+        for start in range(0, len(todo), size):
+            idx = todo[start : start + size]
+            for i, result in zip(idx, self._score_isolated([clips[i] for i in idx])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    @abstractmethod
+    def score_batch(self, clips: Sequence[Clip]) -> list[ScoreResult]:
+        """Score clips that passed the checks; may raise (the caller isolates the failing clip)."""
+
+    def _precheck(self, clip: Clip) -> str | None:
+        if self.sample_rate is not None and clip.sample_rate != self.sample_rate:
+            return f"{self.name} expects {self.sample_rate} Hz audio, got {clip.sample_rate} Hz"
+        if self.channels is not None and clip.channels != self.channels:
+            return f"{self.name} expects {self.channels} channel(s), got {clip.channels}"
+        if self.uses_prompt and clip.prompt is None:
+            return f"{self.name} scores audio against its prompt, and this clip has none"
+        if clip.num_samples == 0:
+            return "empty audio"
+        if not np.isfinite(clip.audio).all():
+            return "audio holds NaN/Inf samples"
+        return None
+
+    def _score_isolated(self, clips: list[Clip]) -> list[ScoreResult]:
+        try:
+            results = self.score_batch(clips)
+            if len(results) != len(clips):
+                raise RuntimeError(f"{self.name} returned {len(results)} results for {len(clips)} clips")
+        except Exception as exc:
+            if len(clips) == 1:
+                return [ScoreResult.failure(self.metrics, f"{self.name} failed: {type(exc).__name__}: {exc}")]
+            return [r for clip in clips for r in self._score_isolated([clip])]
+        return [self._complete(r) for r in results]
+
+    def _complete(self, result: ScoreResult) -> ScoreResult:
+        """Every metric present; every NaN with a reason."""
+        for m in self.metrics:
+            value = result.values.get(m.name, math.nan)
+            result.values[m.name] = float(value)
+            if math.isnan(value) and m.name not in result.errors:
+                result.errors[m.name] = f"{self.name} returned no value for {m.name}"
+        return result

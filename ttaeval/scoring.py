@@ -1,0 +1,137 @@
+"""Score audio items into a run store: load -> validate -> prepare per scorer -> score -> store.
+
+Work goes in batches; each batch's clip rows and results are committed in one transaction, and a
+(clip, prompt, scorer) that the store already holds is never computed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ttaeval.audio import AudioError, Clip, ValidationConfig, load_audio, prepare
+from ttaeval.folder import AudioItem
+from ttaeval.scorers.base import Scorer, ScoreResult
+from ttaeval.store import ClipRecord, RunStore, prompt_key_for
+
+
+@dataclass
+class ScoringSummary:
+    """What a scoring pass did.
+
+    ``computed`` counts (clip, scorer) results newly computed, ``cached`` those the store already
+    had, ``failed`` the computed ones with no value at all; ``load_failed`` counts unreadable files.
+    """
+
+    clips: int = 0
+    load_failed: int = 0
+    computed: int = 0
+    cached: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def all_ok(self) -> bool:
+        return self.load_failed == 0 and self.failed == 0
+
+
+def score_items(
+    items: Sequence[AudioItem],
+    scorers: Sequence[Scorer],
+    store: RunStore,
+    *,
+    batch_size: int = 32,
+    validation: ValidationConfig = ValidationConfig(),
+    workers: int = 2,
+    on_batch: Callable[[int], None] | None = None,
+) -> ScoringSummary:
+    """Score every item with every scorer and commit the results as it goes.
+
+    Args:
+        items: files paired with prompts (see ``ttaeval.folder.collect_folder``).
+        scorers: built scorers; each gets the audio at its own rate/channels, converted once per
+            batch and shared by scorers that want the same.
+        store: where clip rows and results go; its cache decides what is computed.
+        batch_size: items loaded, scored and committed together.
+        validation: the audio checks' thresholds.
+        workers: threads decoding files.
+        on_batch: called with the number of items finished after each commit (progress bars).
+    """
+    summary = ScoringSummary()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            loaded = list(pool.map(lambda it: _load(it, validation), batch))
+            records, clips = [], []
+            for item, got in zip(batch, loaded):
+                summary.clips += 1
+                if isinstance(got, str):
+                    summary.load_failed += 1
+                    summary.errors.append(got)
+                    records.append(
+                        ClipRecord(item.system, item.prompt_id, item.sample, None, None, str(item.path), error=got)
+                    )
+                    continue
+                clips.append(got)
+                records.append(
+                    ClipRecord(
+                        item.system, item.prompt_id, item.sample, got.key,
+                        item.prompt.content_key if item.prompt else None, str(item.path),
+                        got.sample_rate, got.channels, got.duration, got.warnings,
+                    )
+                )
+            converted: dict[tuple[int, int | None, int | None], Clip] = {}
+            pending = [(s, _score_missing(s, clips, store, summary, converted)) for s in scorers]
+            with store.transaction():
+                for rec in records:
+                    store.put_clip(rec)
+                for scorer, scored in pending:
+                    for (clip_key, prompt_key), result in scored.items():
+                        store.put_result(clip_key, prompt_key, scorer.id, result)
+            if on_batch:
+                on_batch(len(batch))
+    return summary
+
+
+def _load(item: AudioItem, validation: ValidationConfig) -> Clip | str:
+    """The clip, or the reason it cannot be had."""
+    if item.error:
+        return item.error
+    try:
+        return load_audio(item.path, prompt=item.prompt, validation=validation)
+    except AudioError as exc:
+        return str(exc)
+    except OSError as exc:  # a directory where a file is expected, permissions
+        return f"{item.path}: unreadable: {exc.strerror or exc}"
+
+
+def _score_missing(
+    scorer: Scorer,
+    clips: list[Clip],
+    store: RunStore,
+    summary: ScoringSummary,
+    converted: dict[tuple[int, int | None, int | None], Clip],
+) -> dict[tuple[str, str], ScoreResult]:
+    """Score the clips whose (content, prompt) this scorer has no result for, in one call."""
+    todo: dict[tuple[str, str], Clip] = {}
+    for clip in clips:
+        todo.setdefault((clip.key, prompt_key_for(scorer, clip.prompt)), clip)
+    done = store.done(scorer.id, todo)
+    summary.cached += len(done)
+    todo = {k: c for k, c in todo.items() if k not in done}
+    if not todo:
+        return {}
+    prepared = []
+    for clip in todo.values():
+        conv_key = (id(clip), scorer.sample_rate, scorer.channels)
+        if conv_key not in converted:
+            converted[conv_key] = prepare(clip, scorer.sample_rate, scorer.channels)
+        prepared.append(converted[conv_key])
+    results = scorer.score(prepared)
+    summary.computed += len(results)
+    for clip, result in zip(todo.values(), results):
+        if result.failed:
+            summary.failed += 1
+            summary.errors.append(f"{clip.source}: {scorer.label}: {result.error}")
+    return dict(zip(todo, results))

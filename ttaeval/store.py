@@ -1,0 +1,296 @@
+"""The run store: one SQLite file (WAL) in a run directory.
+
+Tables:
+    runs       one row per invocation: command, config, package versions, git revision, scorer ids.
+    scorers    scorer id -> label (the spec the user wrote), metrics, whether it reads the prompt.
+    prompts    the suite's prompts (a prompt id keeps one content within a run directory).
+    clips      (system, prompt_id, sample) -> content key of the audio, source, warnings or error.
+    results    (clip key, prompt key, scorer id) -> ok / error: the score cache.
+    metric_values  one row per metric of a result: value (NULL for NaN) and the reason.
+    artefacts  per-clip arrays (embeddings, posteriors) as float32 blobs.
+
+The cache is keyed by content only: the clip's PCM hash and, for scorers that read the prompt, the
+prompt's content hash (identical audio answering two prompts — silence from a broken model — has
+two CLAP scores). Never by path. Every write is an idempotent upsert inside a short transaction,
+so a run killed at any point and started again ends with the same rows as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ttaeval.prompts import Prompt
+from ttaeval.scorers.base import Scorer, ScoreResult
+
+STORE_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started TEXT NOT NULL, command TEXT NOT NULL,
+    config TEXT NOT NULL, versions TEXT NOT NULL, git_revision TEXT, scorer_ids TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS scorers (
+    scorer_id TEXT PRIMARY KEY, label TEXT NOT NULL, uses_prompt INTEGER NOT NULL, metrics TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id TEXT PRIMARY KEY, text TEXT NOT NULL, dimension TEXT NOT NULL, attributes TEXT NOT NULL,
+    content_key TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clips (
+    system TEXT NOT NULL, prompt_id TEXT NOT NULL, sample INTEGER NOT NULL, clip_key TEXT,
+    prompt_key TEXT, source TEXT, sample_rate INTEGER, channels INTEGER, duration REAL,
+    warnings TEXT, error TEXT, settings TEXT,
+    PRIMARY KEY (system, prompt_id, sample));
+CREATE TABLE IF NOT EXISTS results (
+    clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, ok INTEGER NOT NULL,
+    error TEXT, PRIMARY KEY (clip_key, prompt_key, scorer_id));
+CREATE TABLE IF NOT EXISTS metric_values (
+    clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL, error TEXT, PRIMARY KEY (clip_key, prompt_key, scorer_id, metric));
+CREATE TABLE IF NOT EXISTS artefacts (
+    clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, name TEXT NOT NULL,
+    shape TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (clip_key, prompt_key, scorer_id, name));
+"""
+
+
+class StoreError(RuntimeError):
+    """The run directory cannot be used as asked (another suite's prompts, a newer schema)."""
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """Where one (system, prompt, sample) stands: its audio's content key, or why there is none."""
+
+    system: str
+    prompt_id: str
+    sample: int
+    clip_key: str | None
+    prompt_key: str | None
+    source: str | None
+    sample_rate: int | None = None
+    channels: int | None = None
+    duration: float | None = None
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    settings: dict[str, Any] | None = None
+
+
+def prompt_key_for(scorer: Scorer, prompt: Prompt | None) -> str:
+    """The prompt part of a cache key: the prompt's content hash for scorers that read it, else ''."""
+    return prompt.content_key if scorer.uses_prompt and prompt is not None else ""
+
+
+class RunStore:
+    """A run directory's SQLite store. Use as a context manager, or call ``close``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / STORE_NAME
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION})")
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- writes ------------------------------------------------------------------------------------
+    def record_run(self, command: str, config: dict[str, Any], scorers: Sequence[Scorer]) -> int:
+        """Append this invocation to the manifest and register its scorers."""
+        with self.transaction():
+            for s in scorers:
+                metrics = [
+                    {"name": m.name, "higher_is_better": m.higher_is_better, "range": list(m.range)}
+                    for m in s.metrics
+                ]
+                self._db.execute(
+                    "INSERT OR REPLACE INTO scorers VALUES (?, ?, ?, ?)",
+                    (s.id, s.label, int(s.uses_prompt), json.dumps(metrics)),
+                )
+            cur = self._db.execute(
+                "INSERT INTO runs (started, command, config, versions, git_revision, scorer_ids) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    command,
+                    json.dumps(config, default=str),
+                    json.dumps(package_versions()),
+                    git_revision(),
+                    json.dumps([s.id for s in scorers]),
+                ),
+            )
+        return int(cur.lastrowid)
+
+    def add_prompts(self, prompts: Iterable[Prompt]) -> None:
+        """Record the suite's prompts; a prompt id already stored with other content is an error."""
+        prompts = list(prompts)
+        stored = dict(self._db.execute("SELECT prompt_id, content_key FROM prompts").fetchall())
+        for p in prompts:
+            if p.id in stored and stored[p.id] != p.content_key:
+                raise StoreError(
+                    f"{self.run_dir}: prompt {p.id!r} is already stored with different text or attributes; "
+                    "use a new run directory for another suite"
+                )
+        with self.transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)",
+                [(p.id, p.text, p.dimension, json.dumps(p.attributes), p.content_key) for p in prompts],
+            )
+
+    def put_clip(self, rec: ClipRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.system, rec.prompt_id, rec.sample, rec.clip_key, rec.prompt_key, rec.source,
+                rec.sample_rate, rec.channels, rec.duration,
+                "; ".join(rec.warnings) or None, rec.error,
+                json.dumps(rec.settings) if rec.settings is not None else None,
+            ),
+        )
+
+    def put_result(self, clip_key: str, prompt_key: str, scorer_id: str, result: ScoreResult) -> None:
+        """Store one clip's result; a result with no value at all is kept as failed (retried later)."""
+        key = (clip_key, prompt_key, scorer_id)
+        self._db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)", (*key, int(not result.failed), result.error)
+        )
+        self._db.executemany(
+            "INSERT OR REPLACE INTO metric_values VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (*key, name, value if math.isfinite(value) else None, result.errors.get(name))
+                for name, value in result.values.items()
+            ],
+        )
+        for name, array in result.artefacts.items():
+            arr = np.ascontiguousarray(array, dtype=np.float32)
+            self._db.execute(
+                "INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?, ?, ?, ?)",
+                (*key, name, json.dumps(list(arr.shape)), arr.tobytes()),
+            )
+
+    # -- reads -------------------------------------------------------------------------------------
+    def done(self, scorer_id: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (clip key, prompt key) pairs already have a successful result for this scorer."""
+        keys = list(dict.fromkeys(keys))
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(keys), 400):
+            chunk = keys[start : start + 400]
+            where = " OR ".join(["(clip_key=? AND prompt_key=?)"] * len(chunk))
+            rows = self._db.execute(
+                f"SELECT clip_key, prompt_key FROM results WHERE scorer_id=? AND ok=1 AND ({where})",
+                [scorer_id, *[v for k in chunk for v in k]],
+            )
+            found.update((a, b) for a, b in rows)
+        return found
+
+    def artefact(self, clip_key: str, prompt_key: str, scorer_id: str, name: str) -> np.ndarray | None:
+        row = self._db.execute(
+            "SELECT shape, data FROM artefacts WHERE clip_key=? AND prompt_key=? AND scorer_id=? AND name=?",
+            (clip_key, prompt_key, scorer_id, name),
+        ).fetchone()
+        if row is None:
+            return None
+        return np.frombuffer(row[1], dtype=np.float32).reshape(json.loads(row[0]))
+
+    def runs(self) -> list[dict[str, Any]]:
+        cur = self._db.execute("SELECT * FROM runs ORDER BY id")
+        cols = [c[0] for c in cur.description]
+        out = []
+        for row in cur:
+            rec = dict(zip(cols, row))
+            for k in ("config", "versions", "scorer_ids"):
+                rec[k] = json.loads(rec[k])
+            out.append(rec)
+        return out
+
+    def scorers(self) -> pd.DataFrame:
+        frame = pd.read_sql_query("SELECT * FROM scorers ORDER BY label", self._db)
+        frame["metrics"] = frame["metrics"].map(json.loads)
+        return frame
+
+    def prompts(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM prompts ORDER BY prompt_id", self._db)
+
+    def clips(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM clips ORDER BY system, prompt_id, sample", self._db)
+
+    def scores(self) -> pd.DataFrame:
+        """Long table: one row per clip, scorer and metric (value NaN with the reason where it failed)."""
+        query = """
+            SELECT c.system, c.prompt_id, c.sample, s.label AS scorer, s.scorer_id, v.metric, v.value, v.error
+            FROM clips c
+            JOIN scorers s
+            JOIN metric_values v
+              ON v.clip_key = c.clip_key AND v.scorer_id = s.scorer_id
+             AND v.prompt_key = CASE WHEN s.uses_prompt THEN c.prompt_key ELSE '' END
+            ORDER BY c.system, c.prompt_id, c.sample, s.label, v.metric
+        """
+        frame = pd.read_sql_query(query, self._db)
+        frame["value"] = frame["value"].astype(float)
+        return frame
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that can change the numbers: Python and the packages on the scoring path."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("ttaeval", "numpy", "scipy", "soundfile", "soxr", "pyloudnorm", "torch", "transformers"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str | None:
+    """The ttaeval source tree's commit (with '+dirty' for local changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
+            capture_output=True, text=True, timeout=10,
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
