@@ -49,7 +49,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         sigma1, sigma2: covariances, shape ``(d, d)``, symmetric PSD (singular is fine).
 
     Returns:
-        The distance, >= 0 (rounding below zero, as for a set against itself, is clamped to 0).
+        The distance, >= 0. A result within float64 rounding of zero (relative to the size of
+        the terms, as for a set against itself) is returned as exactly 0.
     """
     mu1, mu2 = _as_float64(mu1, 1, "mu1"), _as_float64(mu2, 1, "mu2")
     sigma1, sigma2 = _as_float64(sigma1, 2, "sigma1"), _as_float64(sigma2, 2, "sigma2")
@@ -59,8 +60,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
             f"shape mismatch: mu1 {mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, sigma2 {sigma2.shape}"
         )
     diff = mu1 - mu2
-    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    return max(float(value), 0.0)
+    terms = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2))
+    value = terms - 2.0 * trace_sqrt_product(sigma1, sigma2)
+    rounding = 64 * np.finfo(np.float64).eps * max(terms, 1.0)
+    return 0.0 if value < rounding else float(value)
 
 
 @dataclass

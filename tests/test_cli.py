@@ -1,0 +1,222 @@
+"""The command line: score, export, leaderboard, scorers; exit codes; the demo."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from helpers import tone
+from typer.testing import CliRunner
+
+from ttaeval.cli import app
+
+runner = CliRunner()
+
+
+def make_suite(tmp_path: Path, n: int = 8) -> Path:
+    prompts = [{"id": f"prompt_{i:04d}", "prompt_text": f"a tone at {200 + 40 * i} Hz"} for i in range(1, n + 1)]
+    path = tmp_path / "acc_prompt.json"
+    path.write_text(json.dumps(prompts))
+    return path
+
+
+def good_folder(folder: Path, n: int = 8, gain: float = 0.3) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, n + 1):
+        sf.write(folder / f"prompt_{i:04d}.wav", (gain * tone(200 + 40 * i, 1.0) / 0.5).T, 16_000)
+    return folder
+
+
+def cli(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_scoring_a_mixed_folder_writes_one_record_per_file_with_errors_named(tmp_path):
+    suite = make_suite(tmp_path, n=10)
+    folder = good_folder(tmp_path / "sys", n=4)
+    sf.write(folder / "prompt_0005.wav", np.ones((16_000, 1)), 16_000)  # clipped: scored, flagged
+    sf.write(folder / "prompt_0006.wav", np.zeros((16_000, 1)), 16_000)  # silent: scored, flagged
+    corrupt = folder / "prompt_0007.wav"
+    sf.write(corrupt, tone().T, 16_000)
+    corrupt.write_bytes(corrupt.read_bytes()[:30])
+    (folder / "prompt_0008.wav").write_bytes(b"")
+    nan = tone()
+    nan[0, :10] = np.nan
+    sf.write(folder / "prompt_0009.flac".replace(".flac", ".wav"), nan.T, 16_000, subtype="FLOAT")
+    (folder / "prompt_0010.wav").mkdir()  # a directory where a file is expected
+    sf.write(folder / "bonus_track.wav", tone().T, 16_000)  # matches no prompt
+
+    result = cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    assert result.exit_code == 1, result.output
+    assert "5 files could not be read" in result.output
+
+    export = cli("export", tmp_path / "run", "--format", "csv")
+    assert export.exit_code == 0
+    table = pd.read_csv(io.StringIO(export.stdout))
+    assert len(table) == 11  # one row per file
+    by_id = table.set_index("prompt_id")
+    assert by_id.loc["prompt_0001", "error"] != by_id.loc["prompt_0001", "error"]  # NaN: no error
+    assert by_id.loc["prompt_0001", "signal/peak"] == pytest.approx(0.3, abs=0.01)
+    assert "clipped" in by_id.loc["prompt_0005", "warnings"]
+    assert by_id.loc["prompt_0005", "signal/clipping_ratio"] == 1.0
+    assert "silent" in by_id.loc["prompt_0006", "warnings"]
+    assert "prompt_0007.wav: unreadable" in by_id.loc["prompt_0007", "error"]
+    assert "prompt_0008.wav: unreadable" in by_id.loc["prompt_0008", "error"]
+    assert "prompt_0009.wav: non-finite samples: 10 NaN/Inf" in by_id.loc["prompt_0009", "error"]
+    assert "prompt_0010.wav: unreadable" in by_id.loc["prompt_0010", "error"]
+    assert "matches no prompt id" in by_id.loc["bonus_track.wav", "error"]
+    for pid in ("prompt_0007", "prompt_0008", "prompt_0009", "prompt_0010", "bonus_track.wav"):
+        assert np.isnan(by_id.loc[pid, "signal/peak"])  # never a silent 0
+
+
+def test_clean_folder_exits_0_and_second_run_computes_nothing(tmp_path):
+    suite = make_suite(tmp_path)
+    folder = good_folder(tmp_path / "sys")
+    args = ("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "8 scores computed, 0 from cache" in first.output
+    second = cli(*args)
+    assert second.exit_code == 0
+    assert "0 scores computed, 8 from cache" in second.output
+
+
+def test_tta_bench_release_names_are_understood(tmp_path):
+    suite = make_suite(tmp_path, n=3)
+    folder = tmp_path / "release"
+    folder.mkdir()
+    for system in ("001", "002"):
+        for i in (1, 2, 3):
+            sf.write(folder / f"S{system}_P{i:04d}.wav", tone(300 * int(system), 0.5).T, 16_000)
+    result = cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(cli("export", tmp_path / "run").stdout))
+    assert sorted(set(table["system"])) == ["release/S001", "release/S002"]
+    assert sorted(set(table["prompt_id"])) == ["prompt_0001", "prompt_0002", "prompt_0003"]
+
+
+def test_leaderboard_formats(tmp_path):
+    suite = make_suite(tmp_path)
+    for name, gain in (("quiet", 0.05), ("loud", 0.6)):
+        folder = good_folder(tmp_path / name, gain=gain)
+        assert cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run").exit_code == 0
+    md = cli("leaderboard", tmp_path / "run")
+    assert md.exit_code == 0
+    assert "| system | clips | failed |" in md.stdout and "signal/clipping_ratio ↓" in md.stdout
+    board = pd.read_csv(io.StringIO(cli("leaderboard", tmp_path / "run", "--format", "csv").stdout))
+    peak = board[board["metric"] == "signal/peak"].set_index("system")
+    assert peak.loc["loud", "mean"] == pytest.approx(0.6, abs=0.01)
+    assert peak.loc["quiet", "mean"] == pytest.approx(0.05, abs=0.01)
+    assert (peak["n"] == 8).all()
+    records = json.loads(cli("leaderboard", tmp_path / "run", "--format", "json").stdout)
+    assert {r["system"] for r in records} == {"quiet", "loud"}
+    loud = [r for r in records if r["system"] == "loud" and r["metric"] == "signal/loudness_lufs"][0]
+    assert loud["ci_low"] <= loud["mean"] <= loud["ci_high"]
+
+
+def test_export_json(tmp_path):
+    suite = make_suite(tmp_path, n=2)
+    cli("score", good_folder(tmp_path / "s", n=2), "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "r")
+    out = tmp_path / "clips.json"
+    assert cli("export", tmp_path / "r", "--format", "json", "-o", out).exit_code == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 2 and rows[0]["system"] == "s" and "signal/loudness_lufs" in rows[0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--scorer", "nosuch"), "unknown scorer 'nosuch'"),
+        (("--scorer", "signal,colour=red"), "has no option 'colour'"),
+        (("--scorer", "signal", "--prompts", "missing.json"), "prompt source not found"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, extra, message):
+    folder = good_folder(tmp_path / "s", n=1)
+    result = cli("score", folder, "--out", tmp_path / "r", *extra)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_usage_errors_for_folders_and_run_dirs(tmp_path):
+    assert cli("score", tmp_path / "nope", "--scorer", "signal", "--out", tmp_path / "r").exit_code == 2
+    assert cli("export", tmp_path).exit_code == 2
+    assert cli("leaderboard", tmp_path, "--format", "xml").exit_code == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{")
+    result = cli("score", good_folder(tmp_path / "s", 1), "--prompts", bad, "--scorer", "signal", "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "invalid JSON" in result.output
+
+
+def test_scorers_lists_the_registry():
+    result = cli("scorers")
+    assert result.exit_code == 0
+    assert "signal:builtin" in result.output and "loudness_lufs" in result.output
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_same_export(tmp_path):
+    """SIGKILL `ttaeval score` at several points; the resumed store exports what a clean run does."""
+    suite = make_suite(tmp_path, n=120)
+    folder = good_folder(tmp_path / "sys", n=120)
+    base = [sys.executable, "-m", "ttaeval", "score", str(folder), "--prompts", str(suite),
+            "--scorer", "signal", "--scorer", "signal,silence_dbfs=-30", "--batch-size", "4"]
+    reference = tmp_path / "reference"
+    subprocess.run([*base, "--out", str(reference)], check=True, env=_env(), capture_output=True)
+    start = time.perf_counter()
+    subprocess.run([*base, "--out", str(tmp_path / "timing")], check=True, env=_env(), capture_output=True)
+    full = time.perf_counter() - start
+
+    killed = tmp_path / "killed"
+    rng = np.random.default_rng(0)
+    kills = 0
+    for fraction in sorted(rng.uniform(0.3, 0.95, 4)):
+        proc = subprocess.Popen([*base, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(fraction * full)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    subprocess.run([*base, "--out", str(killed)], check=True, env=_env(), capture_output=True)
+    assert kills >= 2, "the run finished before it could be killed; the test proves nothing"
+
+    def export(run_dir: Path) -> str:
+        out = subprocess.run([sys.executable, "-m", "ttaeval", "export", str(run_dir)], check=True,
+                             env=_env(), capture_output=True, text=True)
+        return out.stdout
+
+    assert export(killed) == export(reference)
+
+
+@pytest.mark.slow
+def test_demo_folders_score_end_to_end(tmp_path):
+    from ttaeval.demo import write_demo
+
+    write_demo(tmp_path / "audio")
+    for system, code in (("clean", 0), ("hot", 0), ("faulty", 1)):
+        result = cli("score", tmp_path / "audio" / system, "--prompts", tmp_path / "audio" / "prompts.json",
+                     "--scorer", "signal", "--out", tmp_path / "run")
+        assert result.exit_code == code, result.output
+    board = pd.read_csv(io.StringIO(cli("leaderboard", tmp_path / "run", "--format", "csv").stdout))
+    clipping = board[board["metric"] == "signal/clipping_ratio"].set_index("system")["mean"]
+    assert clipping["hot"] > 0.05 > clipping["clean"]
+    dc = board[board["metric"] == "signal/dc_offset"].set_index("system")["mean"]
+    assert dc["faulty"] > 0.05 > dc["clean"]
+    assert board[board["system"] == "faulty"]["n_failed"].max() == 1
