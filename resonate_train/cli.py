@@ -7,7 +7,9 @@ import typer
 import resonate_train
 import ttaeval
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train flow-matching text-to-audio models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Train flow-matching text-to-audio models."
+)
 
 
 @app.command()

@@ -10,7 +10,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(os.environ.get("TTAEVAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("TTAEVAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 @pytest.fixture
@@ -21,4 +23,3 @@ def shared_data() -> Path:
             pytest.fail(f"shared data folder missing under CI: {SHARED_DATA}")
         pytest.skip(f"shared data folder not found: {SHARED_DATA}")
     return SHARED_DATA
-

@@ -151,7 +151,9 @@ def test_clip_rejects_wrong_shapes():
     subtype=st.sampled_from(["PCM_16", "PCM_24", "FLOAT"]),
     seed=st.integers(0, 2**31),
 )
-def test_any_valid_wav_loads_with_its_shape_and_rate(tmp_path_factory, channels, samples, rate, subtype, seed):
+def test_any_valid_wav_loads_with_its_shape_and_rate(
+    tmp_path_factory, channels, samples, rate, subtype, seed
+):
     x = np.random.default_rng(seed).uniform(-0.9, 0.9, (channels, samples)).astype(np.float32)
     path = tmp_path_factory.mktemp("h") / "x.wav"
     sf.write(path, x.T, rate, subtype=subtype)

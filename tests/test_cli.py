@@ -24,7 +24,9 @@ runner = CliRunner()
 
 
 def make_suite(tmp_path: Path, n: int = 8) -> Path:
-    prompts = [{"id": f"prompt_{i:04d}", "prompt_text": f"a tone at {200 + 40 * i} Hz"} for i in range(1, n + 1)]
+    prompts = [
+        {"id": f"prompt_{i:04d}", "prompt_text": f"a tone at {200 + 40 * i} Hz"} for i in range(1, n + 1)
+    ]
     path = tmp_path / "acc_prompt.json"
     path.write_text(json.dumps(prompts))
     return path
@@ -109,7 +111,12 @@ def test_leaderboard_formats(tmp_path):
     suite = make_suite(tmp_path)
     for name, gain in (("quiet", 0.05), ("loud", 0.6)):
         folder = good_folder(tmp_path / name, gain=gain)
-        assert cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run").exit_code == 0
+        assert (
+            cli(
+                "score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run"
+            ).exit_code
+            == 0
+        )
     md = cli("leaderboard", tmp_path / "run")
     assert md.exit_code == 0
     assert "| system | clips | failed |" in md.stdout and "signal/clipping_ratio ↓" in md.stdout
@@ -120,13 +127,22 @@ def test_leaderboard_formats(tmp_path):
     assert (peak["n"] == 8).all()
     records = json.loads(cli("leaderboard", tmp_path / "run", "--format", "json").stdout)
     assert {r["system"] for r in records} == {"quiet", "loud"}
-    loud = [r for r in records if r["system"] == "loud" and r["metric"] == "signal/loudness_lufs"][0]
+    loud = next(r for r in records if r["system"] == "loud" and r["metric"] == "signal/loudness_lufs")
     assert loud["ci_low"] <= loud["mean"] <= loud["ci_high"]
 
 
 def test_export_json(tmp_path):
     suite = make_suite(tmp_path, n=2)
-    cli("score", good_folder(tmp_path / "s", n=2), "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "r")
+    cli(
+        "score",
+        good_folder(tmp_path / "s", n=2),
+        "--prompts",
+        suite,
+        "--scorer",
+        "signal",
+        "--out",
+        tmp_path / "r",
+    )
     out = tmp_path / "clips.json"
     assert cli("export", tmp_path / "r", "--format", "json", "-o", out).exit_code == 0
     rows = json.loads(out.read_text())
@@ -154,7 +170,16 @@ def test_usage_errors_for_folders_and_run_dirs(tmp_path):
     assert cli("leaderboard", tmp_path, "--format", "xml").exit_code == 2
     bad = tmp_path / "bad.json"
     bad.write_text("[{")
-    result = cli("score", good_folder(tmp_path / "s", 1), "--prompts", bad, "--scorer", "signal", "--out", tmp_path / "r")
+    result = cli(
+        "score",
+        good_folder(tmp_path / "s", 1),
+        "--prompts",
+        bad,
+        "--scorer",
+        "signal",
+        "--out",
+        tmp_path / "r",
+    )
     assert result.exit_code == 2 and "invalid JSON" in result.output
 
 
@@ -175,8 +200,21 @@ def test_killed_runs_resume_to_the_same_export(tmp_path):
     """SIGKILL `ttaeval score` at several points; the resumed store exports what a clean run does."""
     suite = make_suite(tmp_path, n=120)
     folder = good_folder(tmp_path / "sys", n=120)
-    base = [sys.executable, "-m", "ttaeval", "score", str(folder), "--prompts", str(suite),
-            "--scorer", "signal", "--scorer", "signal,silence_dbfs=-30", "--batch-size", "4"]
+    base = [
+        sys.executable,
+        "-m",
+        "ttaeval",
+        "score",
+        str(folder),
+        "--prompts",
+        str(suite),
+        "--scorer",
+        "signal",
+        "--scorer",
+        "signal,silence_dbfs=-30",
+        "--batch-size",
+        "4",
+    ]
     reference = tmp_path / "reference"
     subprocess.run([*base, "--out", str(reference)], check=True, env=_env(), capture_output=True)
     start = time.perf_counter()
@@ -187,8 +225,9 @@ def test_killed_runs_resume_to_the_same_export(tmp_path):
     rng = np.random.default_rng(0)
     kills = 0
     for fraction in sorted(rng.uniform(0.3, 0.95, 4)):
-        proc = subprocess.Popen([*base, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*base, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(fraction * full)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -198,8 +237,13 @@ def test_killed_runs_resume_to_the_same_export(tmp_path):
     assert kills >= 2, "the run finished before it could be killed; the test proves nothing"
 
     def export(run_dir: Path) -> str:
-        out = subprocess.run([sys.executable, "-m", "ttaeval", "export", str(run_dir)], check=True,
-                             env=_env(), capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "ttaeval", "export", str(run_dir)],
+            check=True,
+            env=_env(),
+            capture_output=True,
+            text=True,
+        )
         return out.stdout
 
     assert export(killed) == export(reference)
@@ -211,8 +255,16 @@ def test_demo_folders_score_end_to_end(tmp_path):
 
     write_demo(tmp_path / "audio")
     for system, code in (("clean", 0), ("hot", 0), ("faulty", 1)):
-        result = cli("score", tmp_path / "audio" / system, "--prompts", tmp_path / "audio" / "prompts.json",
-                     "--scorer", "signal", "--out", tmp_path / "run")
+        result = cli(
+            "score",
+            tmp_path / "audio" / system,
+            "--prompts",
+            tmp_path / "audio" / "prompts.json",
+            "--scorer",
+            "signal",
+            "--out",
+            tmp_path / "run",
+        )
         assert result.exit_code == code, result.output
     board = pd.read_csv(io.StringIO(cli("leaderboard", tmp_path / "run", "--format", "csv").stdout))
     clipping = board[board["metric"] == "signal/clipping_ratio"].set_index("system")["mean"]

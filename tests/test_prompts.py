@@ -17,8 +17,12 @@ def test_tta_bench_folder_loads_all_2999_prompts_with_dimensions(shared_data):
     assert len(prompts) == 2999
     dims = Counter(p.dimension for p in prompts)
     assert dims == {
-        "accuracy": 1500, "generalization": 300, "robustness": 300,
-        "fairness": 299, "bias": 300, "toxicity": 300,
+        "accuracy": 1500,
+        "generalization": 300,
+        "robustness": 300,
+        "fairness": 299,
+        "bias": 300,
+        "toxicity": 300,
     }
     assert prompts[0].id == "prompt_0001"
     assert len({p.id for p in prompts}) == 2999
@@ -29,7 +33,11 @@ def test_tta_bench_attributes_are_kept_as_they_are(shared_data):
     first = by_id["prompt_0001"]
     assert first.text == "A railroad crossing rings while a train approaches and blows a horn"
     assert first.attributes["event_count"] == 3
-    assert first.attributes["event_list"] == ["Railroad crossing ringing", "Train approaching", "Train blowing horn"]
+    assert first.attributes["event_list"] == [
+        "Railroad crossing ringing",
+        "Train approaching",
+        "Train blowing horn",
+    ]
     assert first.attributes["event_relation"] == "parallelism"
     robust = by_id["prompt_1801"]
     assert robust.attributes["perturbation_type"] == "uppercase"
@@ -56,7 +64,10 @@ def test_plain_text_one_prompt_a_line(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("a dog barks\n\n  rain on a roof  \n")
     prompts = load_prompts(path)
-    assert [(p.id, p.text) for p in prompts] == [("line_0001", "a dog barks"), ("line_0003", "rain on a roof")]
+    assert [(p.id, p.text) for p in prompts] == [
+        ("line_0001", "a dog barks"),
+        ("line_0003", "rain on a roof"),
+    ]
 
 
 def _write_json(tmp_path, data, name="x.json"):
@@ -70,7 +81,10 @@ def _write_json(tmp_path, data, name="x.json"):
     [
         ({"id": "a"}, "expected a JSON list"),
         ([{"prompt_text": "x"}], r"entry 0: missing field 'id'"),
-        ([{"id": "p1", "prompt_text": "x"}, {"id": "p2"}], r"entry 1 \(id 'p2'\): missing field 'prompt_text'"),
+        (
+            [{"id": "p1", "prompt_text": "x"}, {"id": "p2"}],
+            r"entry 1 \(id 'p2'\): missing field 'prompt_text'",
+        ),
         ([{"id": "p1", "prompt_text": "   "}], r"entry 0 \(id 'p1'\): field 'prompt_text' is empty"),
         ([{"id": "p1", "prompt_text": 3}], "must be a string"),
         ([{"id": "p1", "prompt_text": "a"}, {"id": "p1", "prompt_text": "b"}], "duplicate prompt id 'p1'"),

@@ -158,7 +158,7 @@ def check_audio(audio: np.ndarray, config: ValidationConfig = ValidationConfig()
         warnings.append(f"clipped: {100 * frac:.2f}% of samples at full scale")
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     if rms == 0 or 20 * np.log10(rms) < config.silence_dbfs:
-        warnings.append("silent: RMS below %.0f dBFS" % config.silence_dbfs)
+        warnings.append(f"silent: RMS below {config.silence_dbfs:.0f} dBFS")
     dc = float(np.max(np.abs(audio.mean(axis=1, dtype=np.float64))))
     if dc > config.dc_threshold:
         warnings.append(f"dc offset: channel mean {dc:.3f}")

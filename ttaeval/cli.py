@@ -63,11 +63,15 @@ def scorers() -> None:
 def score(
     audio_dir: Annotated[Path, typer.Argument(help="Folder of audio files named by prompt id.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (created if needed).")],
-    scorer: Annotated[list[str], typer.Option("--scorer", help="Scorer spec NAME[:BACKEND][,K=V]; repeatable.")],
+    scorer: Annotated[
+        list[str], typer.Option("--scorer", help="Scorer spec NAME[:BACKEND][,K=V]; repeatable.")
+    ],
     prompts: Annotated[
         str | None, typer.Option("--prompts", help="Prompt suite: TTA-Bench JSON/folder, jsonl, txt.")
     ] = None,
-    system: Annotated[str | None, typer.Option("--system", help="System name (default: folder name).")] = None,
+    system: Annotated[
+        str | None, typer.Option("--system", help="System name (default: folder name).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch and commit.")] = 32,
     max_duration: Annotated[float, typer.Option(help="Refuse clips longer than this (seconds).")] = 600.0,
 ) -> None:
@@ -98,18 +102,29 @@ def score(
         raise _usage_error(str(exc)) from None
     with store:
         config = {
-            "audio_dir": str(audio_dir), "prompts": prompts, "system": system, "scorers": scorer,
-            "batch_size": batch_size, "max_duration": max_duration,
+            "audio_dir": str(audio_dir),
+            "prompts": prompts,
+            "system": system,
+            "scorers": scorer,
+            "batch_size": batch_size,
+            "max_duration": max_duration,
         }
         store.record_run(shlex.join(["ttaeval", *sys.argv[1:]]), config, built)
         progress = Progress(
-            TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
             transient=True,
         )
         with progress:
             task = progress.add_task("score", total=len(items))
             summary = score_items(
-                items, built, store, batch_size=batch_size,
+                items,
+                built,
+                store,
+                batch_size=batch_size,
                 validation=ValidationConfig(max_duration=max_duration),
                 on_batch=lambda n: progress.advance(task, n),
             )
@@ -118,7 +133,9 @@ def score(
     if len(summary.errors) > 20:
         console.print(f"[yellow]... and {len(summary.errors) - 20} more (see `ttaeval export`)[/yellow]")
     if missing:
-        console.print(f"[yellow]{len(missing)} prompt(s) have no audio file[/yellow], e.g. {missing[0][1].id}")
+        console.print(
+            f"[yellow]{len(missing)} prompt(s) have no audio file[/yellow], e.g. {missing[0][1].id}"
+        )
     console.print(
         f"{summary.clips} clips: {summary.computed} scores computed, {summary.cached} from cache, "
         f"{summary.failed} failed; {summary.load_failed} files could not be read. Store: {store.path}",
@@ -131,7 +148,9 @@ def score(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     format: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
 ) -> None:
     """One row per clip: system, prompt_id, every metric, error."""
     if format not in ("csv", "json"):
@@ -146,7 +165,9 @@ def export(
 def leaderboard_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     format: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Mean and 95% bootstrap CI over prompts, per system and metric."""

@@ -32,7 +32,8 @@ def demo_prompts() -> list[dict]:
     for event in EVENTS:
         for pitch in PITCHES:
             for count in (1, 2):
-                text = f"{'one' if count == 1 else 'two'} {pitch} {event.split(' ', 1)[1]}{'s' if count == 2 else ''}"
+                noun = event.split(" ", 1)[1] + ("s" if count == 2 else "")
+                text = f"{'one' if count == 1 else 'two'} {pitch} {noun}"
                 prompts.append(
                     {
                         "id": f"prompt_{len(prompts) + 1:04d}",

@@ -79,7 +79,9 @@ def collect_folder(
             items.append(AudioItem(base, f.name, f, error=f"{f.name}: file name matches no prompt id"))
             continue
         if (sys_name, prompt_id) in seen:
-            items.append(AudioItem(sys_name, f.name, f, error=f"{f.name}: a second file for prompt {prompt_id!r}"))
+            items.append(
+                AudioItem(sys_name, f.name, f, error=f"{f.name}: a second file for prompt {prompt_id!r}")
+            )
             continue
         seen.add((sys_name, prompt_id))
         items.append(AudioItem(sys_name, prompt_id, f, prompt))

@@ -3,8 +3,9 @@
 FD = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2), where tr sqrt(S1 S2) is the sum of the
 square roots of the eigenvalues of sqrt(S1) S2 sqrt(S1) — a symmetric PSD matrix, so no complex
 parts and no ``scipy.linalg.sqrtm`` (whose results have regressed across scipy releases). With a
-Cholesky factor S1 = L L^T, L^T S2 L has the same eigenvalues and is cheaper to form; a singular S1
-(fewer samples than dimensions) falls back to the symmetric square root from ``eigh``.
+Cholesky factor S1 = L L^T, L^T S2 L has the same eigenvalues and is cheaper to form (two
+triangular products); a singular S1 (fewer samples than dimensions) falls back to the symmetric
+square root from ``eigh``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+from scipy.linalg import blas
 
 
 def _as_float64(a: np.ndarray, ndim: int, what: str) -> np.ndarray:
@@ -34,10 +36,13 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr sqrt(S1 S2) for symmetric PSD S1, S2, in float64."""
     try:
         root = scipy.linalg.cholesky(sigma1, lower=True, check_finite=False)
+        # L^T S2 L with two triangular products (half the flops of two general ones)
+        right = blas.dtrmm(1.0, root, sigma2, side=1, lower=1)
+        m = blas.dtrmm(1.0, root, right, side=0, lower=1, trans_a=1)
     except np.linalg.LinAlgError:
         root = _sqrt_psd(sigma1)
-    m = root.T @ sigma2 @ root
-    eig = scipy.linalg.eigvalsh((m + m.T) / 2, driver="evd", check_finite=False)
+        m = root @ sigma2 @ root
+    eig = scipy.linalg.eigvalsh((m + m.T) / 2, driver="evr", check_finite=False)
     return float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
 
 

@@ -31,7 +31,11 @@ class Entry(Generic[T]):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            hint = f": install the [{self.extra}] extra (pip install 'ttaeval[{self.extra}]')" if self.extra else ""
+            hint = (
+                f": install the [{self.extra}] extra (pip install 'ttaeval[{self.extra}]')"
+                if self.extra
+                else ""
+            )
             raise ImportError(f"{self.name} needs {exc.name or module_name}{hint}") from exc
         obj = getattr(module, attr)
         self.target = obj

@@ -42,7 +42,7 @@ def score_items(
     store: RunStore,
     *,
     batch_size: int = 32,
-    validation: ValidationConfig = ValidationConfig(),
+    validation: ValidationConfig | None = None,
     workers: int = 2,
     on_batch: Callable[[int], None] | None = None,
 ) -> ScoringSummary:
@@ -54,11 +54,12 @@ def score_items(
             batch and shared by scorers that want the same.
         store: where clip rows and results go; its cache decides what is computed.
         batch_size: items loaded, scored and committed together.
-        validation: the audio checks' thresholds.
+        validation: the audio checks' thresholds (default: ``ValidationConfig()``).
         workers: threads decoding files.
         on_batch: called with the number of items finished after each commit (progress bars).
     """
     summary = ScoringSummary()
+    validation = validation or ValidationConfig()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
@@ -70,15 +71,24 @@ def score_items(
                     summary.load_failed += 1
                     summary.errors.append(got)
                     records.append(
-                        ClipRecord(item.system, item.prompt_id, item.sample, None, None, str(item.path), error=got)
+                        ClipRecord(
+                            item.system, item.prompt_id, item.sample, None, None, str(item.path), error=got
+                        )
                     )
                     continue
                 clips.append(got)
                 records.append(
                     ClipRecord(
-                        item.system, item.prompt_id, item.sample, got.key,
-                        item.prompt.content_key if item.prompt else None, str(item.path),
-                        got.sample_rate, got.channels, got.duration, got.warnings,
+                        item.system,
+                        item.prompt_id,
+                        item.sample,
+                        got.key,
+                        item.prompt.content_key if item.prompt else None,
+                        str(item.path),
+                        got.sample_rate,
+                        got.channels,
+                        got.duration,
+                        got.warnings,
                     )
                 )
             converted: dict[tuple[int, int | None, int | None], Clip] = {}

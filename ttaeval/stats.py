@@ -43,7 +43,13 @@ class PairedDifference:
     level: float = 0.95
 
     def to_dict(self) -> dict[str, float | int]:
-        return {"diff": self.mean, "ci_low": self.low, "ci_high": self.high, "p_value": self.p_value, "n": self.n}
+        return {
+            "diff": self.mean,
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "p_value": self.p_value,
+            "n": self.n,
+        }
 
 
 def per_prompt_means(values: pd.Series, prompt_ids: pd.Series) -> pd.Series:
@@ -70,10 +76,17 @@ def bootstrap_ci(
         lo = hi = mean if x.size >= 2 else math.nan
         return Estimate(mean, lo, hi, int(x.size), level)
     res = scipy.stats.bootstrap(
-        (x,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
-        rng=np.random.default_rng(seed), vectorized=True,
+        (x,),
+        np.mean,
+        confidence_level=level,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
     )
-    return Estimate(mean, float(res.confidence_interval.low), float(res.confidence_interval.high), int(x.size), level)
+    return Estimate(
+        mean, float(res.confidence_interval.low), float(res.confidence_interval.high), int(x.size), level
+    )
 
 
 def paired_difference(
@@ -102,8 +115,13 @@ def paired_difference(
         p = 1.0
     else:
         test = scipy.stats.permutation_test(
-            (d,), np.mean, permutation_type="samples", n_resamples=n_resamples, alternative="two-sided",
-            rng=np.random.default_rng(seed), vectorized=True,
+            (d,),
+            np.mean,
+            permutation_type="samples",
+            n_resamples=n_resamples,
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
+            vectorized=True,
         )
         p = float(test.pvalue)
     return PairedDifference(est.mean, est.low, est.high, p, int(d.size), level)

@@ -178,9 +178,17 @@ class RunStore:
         self._db.execute(
             "INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                rec.system, rec.prompt_id, rec.sample, rec.clip_key, rec.prompt_key, rec.source,
-                rec.sample_rate, rec.channels, rec.duration,
-                "; ".join(rec.warnings) or None, rec.error,
+                rec.system,
+                rec.prompt_id,
+                rec.sample,
+                rec.clip_key,
+                rec.prompt_key,
+                rec.source,
+                rec.sample_rate,
+                rec.channels,
+                rec.duration,
+                "; ".join(rec.warnings) or None,
+                rec.error,
                 json.dumps(rec.settings) if rec.settings is not None else None,
             ),
         )
@@ -189,7 +197,8 @@ class RunStore:
         """Store one clip's result; a result with no value at all is kept as failed (retried later)."""
         key = (clip_key, prompt_key, scorer_id)
         self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)", (*key, int(not result.failed), result.error)
+            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)",
+            (*key, int(not result.failed), result.error),
         )
         self._db.executemany(
             "INSERT OR REPLACE INTO metric_values VALUES (?, ?, ?, ?, ?, ?)",
@@ -289,7 +298,9 @@ def git_revision() -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", "."],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):

@@ -34,7 +34,9 @@ def clip_table(store: RunStore) -> pd.DataFrame:
     if scores.empty:
         return base
     scores["column"] = scores["scorer"] + "/" + scores["metric"]
-    wide = scores.pivot_table(index=KEY_COLUMNS, columns="column", values="value", aggfunc="first", dropna=False)
+    wide = scores.pivot_table(
+        index=KEY_COLUMNS, columns="column", values="value", aggfunc="first", dropna=False
+    )
     reasons = (
         scores.dropna(subset=["error"])
         .assign(reason=lambda f: f["scorer"] + ": " + f["error"])
@@ -72,13 +74,23 @@ def leaderboard(
                     "metric": column,
                     "higher_is_better": directions[column],
                     **est.to_dict(),
-                    "n_clips": int(len(group)),
+                    "n_clips": len(group),
                     "n_failed": int(group[column].isna().sum()),
                 }
             )
     return pd.DataFrame(
         rows,
-        columns=["system", "metric", "higher_is_better", "mean", "ci_low", "ci_high", "n", "n_clips", "n_failed"],
+        columns=[
+            "system",
+            "metric",
+            "higher_is_better",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "n",
+            "n_clips",
+            "n_failed",
+        ],
     )
 
 

@@ -71,7 +71,9 @@ def parse_spec(spec: str) -> ScorerSpec:
         raise ValueError(f"empty scorer name in spec {spec!r}")
     if not backend:
         if name not in DEFAULT_BACKENDS:
-            raise KeyError(f"unknown scorer {name!r}; available: {', '.join(sorted(DEFAULT_BACKENDS)) or 'none'}")
+            raise KeyError(
+                f"unknown scorer {name!r}; available: {', '.join(sorted(DEFAULT_BACKENDS)) or 'none'}"
+            )
         backend = DEFAULT_BACKENDS[name]
     options = []
     for part in parts:

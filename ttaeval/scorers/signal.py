@@ -67,10 +67,8 @@ class SignalScorer(Scorer):
     def _silence_ratio(self, x: np.ndarray, rate: int) -> float:
         frame = max(1, round(rate * self.frame_ms / 1000))
         n = x.shape[1] // frame
-        if n == 0:  # shorter than one frame: judge the whole clip
-            frames = x[None]
-        else:
-            frames = x[:, : n * frame].reshape(x.shape[0], n, frame).transpose(1, 0, 2)
+        # frames of (channels, frame); a clip shorter than one frame is judged whole
+        frames = x[None] if n == 0 else x[:, : n * frame].reshape(x.shape[0], n, frame).transpose(1, 0, 2)
         rms = np.sqrt(np.mean(np.square(frames), axis=(1, 2)))
         level = 20 * np.log10(np.maximum(rms, 1e-12))
         return float(np.mean(level < self.silence_dbfs))
