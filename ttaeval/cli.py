@@ -184,6 +184,23 @@ def leaderboard_cmd(
     _write(text, output)
 
 
+synth_app = typer.Typer(no_args_is_help=True, help="The synthetic mini world.")
+app.add_typer(synth_app, name="synth")
+
+
+@synth_app.command("export")
+def synth_export(
+    out: Annotated[Path, typer.Argument(help="Folder to write the suites and their audio into.")],
+    audio: Annotated[bool, typer.Option(help="Also render one wav a prompt and the reference set.")] = True,
+) -> None:
+    """Write synth:accuracy/generalization/robustness as TTA-Bench JSON files, one wav a prompt."""
+    from ttaeval.synth.export import export_suites
+
+    with console.status("rendering the synthetic suites"):
+        counts = export_suites(out, audio=audio)
+    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {out}", highlight=False)
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

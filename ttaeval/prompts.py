@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttaeval.registry import Registry
+
 
 class PromptError(ValueError):
     """A malformed prompt file: the message names the file and the line or field."""
@@ -59,8 +61,9 @@ TTA_BENCH_FILES = {
     "toxicity_prompt.json": "toxicity",
 }
 
-# Registered suite loaders for "NAME:ARG" specs (e.g. "synth:accuracy"); filled by later modules.
-SUITE_LOADERS: dict[str, Callable[[str], list[Prompt]]] = {}
+# Suites named "NAME:ARG" (e.g. "synth:accuracy"): NAME -> a loader taking ARG, imported on first use.
+SUITE_LOADERS: Registry[Callable[[str], list[Prompt]]] = Registry("prompt suite")
+SUITE_LOADERS.register("synth", "ttaeval.synth.suites:load_synth")
 
 
 def load_prompts(source: str | Path) -> list[Prompt]:
@@ -78,7 +81,10 @@ def load_prompts(source: str | Path) -> list[Prompt]:
     text = str(source)
     name, sep, arg = text.partition(":")
     if sep and name in SUITE_LOADERS and not Path(text).exists():
-        return _checked(SUITE_LOADERS[name](arg), text)
+        try:
+            return _checked(SUITE_LOADERS.get(name)(arg), text)
+        except KeyError as exc:
+            raise PromptError(str(exc).strip("'\"")) from None
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"prompt source not found: {path}")
