@@ -23,9 +23,9 @@ test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
 	$(PY) -m ttaeval.demo $(DEMO)/audio
-	for system in clean hot faulty; do \
-	  $(BIN)/ttaeval score $(DEMO)/audio/$$system --prompts $(DEMO)/audio/prompts.json \
-	    --scorer signal --out $(DEMO)/run || test $$? -eq 1 || exit 2; \
+	for system in clean noisy wrong faulty; do \
+	  $(BIN)/ttaeval score $(DEMO)/audio/$$system --prompts $(DEMO)/audio/acc_prompt.json \
+	    --scorer clap:mini --scorer signal --out $(DEMO)/run || test $$? -eq 1 || exit 2; \
 	done
 	$(BIN)/ttaeval export $(DEMO)/run --format csv -o $(DEMO)/clips.csv
 	$(BIN)/ttaeval leaderboard $(DEMO)/run --format md -o $(DEMO)/leaderboard.md

@@ -96,10 +96,15 @@ def test_signal_metrics_on_known_signals():
 
 def test_undefined_loudness_is_nan_with_a_reason_not_zero():
     scorer = get_scorer("signal")
-    short, silent = scorer.score(
-        [Clip(tone(seconds=0.1), 16_000), Clip(np.zeros((1, 16_000), np.float32), 16_000)]
+    short, silent, eight = scorer.score(
+        [
+            Clip(tone(seconds=0.1), 16_000),
+            Clip(np.zeros((1, 16_000), np.float32), 16_000),
+            Clip(tone(channels=8), 16_000),
+        ]
     )
-    for result, reason in ((short, "shorter than one 400 ms"), (silent, "-70 LUFS absolute gate")):
+    cases = ((short, "shorter than one 400 ms"), (silent, "-70 LUFS absolute gate"), (eight, "up to 5 channels"))
+    for result, reason in cases:
         assert math.isnan(result.values["loudness_lufs"])
         assert reason in result.errors["loudness_lufs"]
         assert not result.failed  # the other metrics have values

@@ -18,7 +18,7 @@ class SignalScorer(Scorer):
     """Properties of the waveform itself; reads no prompt and works at any rate and channel count.
 
     Metrics: ``loudness_lufs`` (integrated, gated BS.1770; NaN with a reason for clips shorter than
-    one 400 ms block or entirely below the -70 LUFS gate), ``peak`` (max |x|), ``clipping_ratio``
+    one 400 ms block, entirely below the -70 LUFS gate, or of more than 5 channels), ``peak`` (max |x|), ``clipping_ratio``
     (fraction of samples at or above ``clip_threshold``), ``silence_ratio`` (fraction of
     ``frame_ms`` frames whose RMS is below ``silence_dbfs``), ``dc_offset`` (largest |channel mean|),
     ``duration_s``.
@@ -76,6 +76,11 @@ class SignalScorer(Scorer):
     @staticmethod
     def _loudness(x: np.ndarray, rate: int) -> tuple[float, str | None]:
         block = 0.4
+        if x.shape[0] > 5:
+            return (
+                math.nan,
+                f"loudness undefined: BS.1770 weights up to 5 channels, this clip has {x.shape[0]}",
+            )
         if x.shape[1] < block * rate:
             return math.nan, f"loudness undefined: shorter than one {block * 1000:.0f} ms BS.1770 block"
         value = pyloudnorm.Meter(rate, block_size=block).integrated_loudness(x.T)

@@ -23,6 +23,8 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
+from ttaeval.embedders import Embedder
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "clap_mini.safetensors"
 
@@ -217,3 +219,18 @@ def load_clap_mini(path: str | Path | None = None) -> ClapMini:
     model = ClapMini(ClapMiniConfig(**raw), Tokenizer.from_file(str(tok_path)))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
+
+
+class MiniEmbedder(Embedder):
+    """clap-mini's audio tower as a FAD embedder (``mini``): 128-d L2-normalised embeddings."""
+
+    name = "mini"
+    sample_rate = 16_000
+    channels = 1
+
+    def __init__(self, checkpoint: str | Path | None = None, batch_size: int = 32) -> None:
+        self.model = load_clap_mini(checkpoint)
+        self.batch_size = batch_size
+
+    def embed_prepared(self, clips) -> np.ndarray:
+        return self.model.embed_audio([c.audio[0] for c in clips], batch_size=self.batch_size)

@@ -42,11 +42,11 @@ TRAIN_PERTURBATIONS = tuple(p for p in PERTURBATIONS if p != "rewrite")  # rewri
 class TrainConfig:
     """Knobs of the recipe. The defaults wrote the shipped weights."""
 
-    scenes: int = 8000
+    scenes: int = 6000
     """Training scenes rendered once (their captions are drawn anew every step)."""
-    steps: int = 2500
+    steps: int = 1500
     """Optimiser steps."""
-    batch_size: int = 128
+    batch_size: int = 96
     """Scenes per step; the other scenes of the batch are each caption's negatives."""
     lr: float = 1e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
