@@ -84,7 +84,7 @@ def test_long_and_short_audio_are_windowed_deterministically():
 
 
 def test_missing_weights_name_the_recipe(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m ttaeval.synth.train_clap"):
+    with pytest.raises(FileNotFoundError, match=r"python -m ttaeval\.synth\.train_clap"):
         get_scorer(f"clap:mini,checkpoint={tmp_path / 'none.safetensors'}")
 
 

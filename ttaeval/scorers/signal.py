@@ -18,10 +18,10 @@ class SignalScorer(Scorer):
     """Properties of the waveform itself; reads no prompt and works at any rate and channel count.
 
     Metrics: ``loudness_lufs`` (integrated, gated BS.1770; NaN with a reason for clips shorter than
-    one 400 ms block, entirely below the -70 LUFS gate, or of more than 5 channels), ``peak`` (max |x|), ``clipping_ratio``
-    (fraction of samples at or above ``clip_threshold``), ``silence_ratio`` (fraction of
-    ``frame_ms`` frames whose RMS is below ``silence_dbfs``), ``dc_offset`` (largest |channel mean|),
-    ``duration_s``.
+    one 400 ms block, entirely below the -70 LUFS gate, or of more than 5 channels), ``peak``
+    (max |x|), ``clipping_ratio`` (fraction of samples at or above ``clip_threshold``),
+    ``silence_ratio`` (fraction of ``frame_ms`` frames whose RMS is below ``silence_dbfs``),
+    ``dc_offset`` (largest |channel mean|), ``duration_s``.
     """
 
     name = "signal"
