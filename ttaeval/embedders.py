@@ -13,8 +13,8 @@ from typing import ClassVar
 import numpy as np
 
 from ttaeval.audio import Clip, prepare
-from ttaeval.frechet import GaussianStats
 from ttaeval.registry import Registry
+from ttaeval.setmetrics import fad
 
 
 class Embedder(ABC):
@@ -47,6 +47,4 @@ def get_embedder(name: str, **options: object) -> Embedder:
 
 def frechet_audio_distance(embedder: Embedder, clips: Sequence[Clip], reference: Sequence[Clip]) -> float:
     """FAD between two clip sets under one embedder (float64 statistics)."""
-    a = GaussianStats.from_embeddings(embedder.embed(clips))
-    b = GaussianStats.from_embeddings(embedder.embed(reference))
-    return a.frechet_distance(b)
+    return fad(embedder.embed(clips), embedder.embed(reference))
