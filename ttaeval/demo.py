@@ -24,8 +24,6 @@ from ttaeval.synth.export import tta_bench_entry
 from ttaeval.synth.scenes import Scene, render
 from ttaeval.synth.suites import accuracy_suite
 
-SYSTEMS = ("clean", "noisy", "wrong", "faulty")
-
 
 def write_demo(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
