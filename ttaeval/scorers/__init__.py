@@ -139,3 +139,4 @@ def _convert(raw: str, hint: Any, what: str) -> Any:
 
 register_scorer("signal", "builtin", "ttaeval.scorers.signal:SignalScorer")
 register_scorer("clap", "mini", "ttaeval.scorers.clap_mini:ClapMiniScorer", requires=("torch",))
+register_scorer("clap", "hf", "ttaeval.scorers.clap_hf:HFClapScorer", requires=("torch", "transformers"))

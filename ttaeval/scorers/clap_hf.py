@@ -1,0 +1,136 @@
+"""``clap:hf`` — CLAP score with a transformers ``ClapModel`` + ``ClapProcessor`` from a local folder
+(e.g. a downloaded ``laion/clap-htsat-unfused``).
+
+Score = raw cosine of the L2-normalised projected embeddings. Audio is 48 kHz mono. Determinism:
+a clip longer than the feature extractor's window (``max_length_s``, 10 s for LAION CLAP) is cut
+into consecutive windows (the last one shorter, padded the way the checkpoint's processor pads),
+whose normalised embeddings are averaged and normalised again — the processor never crops, so no
+random crop can happen. The processor's own settings (truncation, padding) are used as saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ttaeval.audio import Clip
+from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
+
+
+def folder_digest(folder: Path, length: int = 16) -> str:
+    """sha256 over a model folder's files (names and contents), so the id names weights by content."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:length]
+
+
+def check_tokenizer(tokenizer, where: str) -> None:
+    """Refuse a tokenizer that encodes words to nothing but special tokens.
+
+    Under HF_HUB_OFFLINE=1, transformers 5 returns an *empty* tokenizer (only special tokens) for a
+    name it cannot fetch instead of raising: a CLAP whose text side silently encodes nothing.
+    """
+    hint = "it is empty or wrong; point model= at a folder with its tokenizer files"
+    try:
+        ids = tokenizer("a dog barks", add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # the Rust tokenizers raise a bare Exception for an empty vocabulary
+        raise ValueError(f"{where}: the tokenizer cannot encode 'a dog barks' ({exc}): {hint}") from None
+    special = set(tokenizer.all_special_ids)
+    if not ids or all(i in special or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(
+            f"{where}: the tokenizer encodes 'a dog barks' to no real token "
+            f"(vocabulary of {len(tokenizer)} entries): {hint}"
+        )
+
+
+@dataclass
+class HFClapScorer(Scorer):
+    """CLAP score with a transformers ClapModel folder."""
+
+    name = "clap"
+    backend = "hf"
+    version = "1"
+    metrics = (MetricSpec("clap", True, (-1.0, 1.0), "cosine of audio and text embeddings"),)
+    sample_rate = 48_000
+    channels = 1
+    uses_prompt = True
+
+    model: Path | None = None
+    """Folder holding the ClapModel weights/config and the ClapProcessor (feature extractor + tokenizer)."""
+    batch_size: int = 16
+    """Windows per forward pass."""
+    device: str = "cpu"
+    """torch device."""
+    _model: object = field(init=False, repr=False, default=None)
+    _processor: object = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.model is None:
+            raise ValueError(
+                "clap:hf needs model=PATH: a folder with a transformers ClapModel and its ClapProcessor"
+            )
+        path = Path(self.model)
+        if not path.is_dir():
+            raise FileNotFoundError(f"clap:hf model folder not found: {path}")
+        from transformers import ClapModel, ClapProcessor
+
+        self._processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
+        check_tokenizer(self._processor.tokenizer, f"clap:hf {path}")
+        self._model = ClapModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        self._digest = folder_digest(path)
+        self._text_cache: dict[str, np.ndarray] = {}
+
+    def identity_options(self) -> dict[str, object]:
+        return {"weights": self._digest}
+
+    @staticmethod
+    def _features(out):
+        """The projected embedding: transformers 5 wraps it in ``pooler_output``, 4 returns it."""
+        return out if hasattr(out, "ndim") else out.pooler_output
+
+    def embed_audio(self, audio: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        window = int(self._processor.feature_extractor.nb_max_samples)
+        pieces, owner = [], []
+        for i, x in enumerate(audio):
+            for start in range(0, max(len(x), 1), window):
+                pieces.append(x[start : start + window])
+                owner.append(i)
+        embs = []
+        with torch.inference_mode():
+            for s in range(0, len(pieces), self.batch_size):
+                inputs = self._processor.feature_extractor(
+                    pieces[s : s + self.batch_size], sampling_rate=self.sample_rate, return_tensors="pt"
+                ).to(self.device)
+                emb = self._features(self._model.get_audio_features(**inputs))
+                embs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        per_window = torch.cat(embs)
+        sums = torch.zeros(len(audio), per_window.shape[1]).index_add_(0, torch.tensor(owner), per_window)
+        return torch.nn.functional.normalize(sums, dim=-1).numpy()
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            tokens = self._processor.tokenizer(missing, padding=True, truncation=True, return_tensors="pt")
+            with torch.inference_mode():
+                emb = self._features(self._model.get_text_features(**tokens.to(self.device)))
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+            self._text_cache.update(zip(missing, emb))
+        return np.stack([self._text_cache[t] for t in texts])
+
+    def score_batch(self, clips: Sequence[Clip]) -> list[ScoreResult]:
+        audio = self.embed_audio([c.audio[0] for c in clips])
+        text = self.embed_text([c.prompt.text for c in clips])
+        cos = np.sum(audio * text, axis=1)
+        return [ScoreResult({"clap": float(v)}, artefacts={"audio_embedding": e}) for v, e in zip(cos, audio)]
