@@ -10,26 +10,13 @@ random crop can happen. The processor's own settings (truncation, padding) are u
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
-from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
-
-
-def folder_digest(folder: Path, length: int = 16) -> str:
-    """sha256 over a model folder's files (names and contents), so the id names weights by content."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(f.relative_to(folder).as_posix().encode() + b"\0")
-        with f.open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:length]
+from ttaeval.scorers.clap_common import ClapScorer, weights_digest
 
 
 def check_tokenizer(tokenizer, where: str) -> None:
@@ -52,16 +39,12 @@ def check_tokenizer(tokenizer, where: str) -> None:
 
 
 @dataclass
-class HFClapScorer(Scorer):
+class HFClapScorer(ClapScorer):
     """CLAP score with a transformers ClapModel folder."""
 
-    name = "clap"
     backend = "hf"
     version = "1"
-    metrics = (MetricSpec("clap", True, (-1.0, 1.0), "cosine of audio and text embeddings"),)
     sample_rate = 48_000
-    channels = 1
-    uses_prompt = True
 
     model: Path | None = None
     """Folder holding the ClapModel weights/config and the ClapProcessor (feature extractor + tokenizer)."""
@@ -85,8 +68,7 @@ class HFClapScorer(Scorer):
         self._processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
         check_tokenizer(self._processor.tokenizer, f"clap:hf {path}")
         self._model = ClapModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
-        self._digest = folder_digest(path)
-        self._text_cache: dict[str, np.ndarray] = {}
+        self._digest = weights_digest(path)
 
     def identity_options(self) -> dict[str, object]:
         return {"weights": self._digest}
@@ -117,20 +99,10 @@ class HFClapScorer(Scorer):
         sums = torch.zeros(len(audio), per_window.shape[1]).index_add_(0, torch.tensor(owner), per_window)
         return torch.nn.functional.normalize(sums, dim=-1).numpy()
 
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if missing:
-            tokens = self._processor.tokenizer(missing, padding=True, truncation=True, return_tensors="pt")
-            with torch.inference_mode():
-                emb = self._features(self._model.get_text_features(**tokens.to(self.device)))
-            emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
-            self._text_cache.update(zip(missing, emb))
-        return np.stack([self._text_cache[t] for t in texts])
-
-    def score_batch(self, clips: Sequence[Clip]) -> list[ScoreResult]:
-        audio = self.embed_audio([c.audio[0] for c in clips])
-        text = self.embed_text([c.prompt.text for c in clips])
-        cos = np.sum(audio * text, axis=1)
-        return [ScoreResult({"clap": float(v)}, artefacts={"audio_embedding": e}) for v, e in zip(cos, audio)]
+        tokens = self._processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            emb = self._features(self._model.get_text_features(**tokens.to(self.device)))
+        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
