@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttaeval.registry import Entry, Registry
+from ttaeval.registry import Registry
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 __all__ = [
@@ -108,10 +108,6 @@ def get_scorer(spec: str | ScorerSpec, **overrides: Any) -> Scorer:
     scorer = cls(**kwargs)
     scorer.spec = str(parsed)  # type: ignore[attr-defined]
     return scorer
-
-
-def scorer_entries() -> list[Entry[type[Scorer]]]:
-    return list(SCORERS)
 
 
 def _convert(raw: str, hint: Any, what: str) -> Any:

@@ -116,12 +116,6 @@ class Scorer(ABC):
             if f.name not in self.id_exclude
         }
 
-    def metric(self, name: str) -> MetricSpec:
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        raise KeyError(f"{self.name} has no metric {name!r}; it has {[m.name for m in self.metrics]}")
-
     def score(self, clips: Sequence[Clip]) -> list[ScoreResult]:
         """Score a batch; one result per clip, in order. Never raises for a bad clip.
 

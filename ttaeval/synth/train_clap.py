@@ -164,7 +164,12 @@ def train(cfg: TrainConfig, log=print) -> tuple[ClapMini, list[float]]:
 
 @torch.no_grad()
 def evaluate(model: ClapMini) -> dict[str, float]:
-    """Retrieval on the held-out suite, matched vs shuffled captions, robustness ratios."""
+    """Retrieval on the held-out suite, matched vs shuffled captions, robustness ratios.
+
+    Robustness here is the issue's check on the scorer itself: the mean score of each perturbation's
+    50 prompts over the mean score of their sources (a ratio of means). TTA-Bench's per-prompt ratio,
+    for judging generators, is ``ttaeval.protocols.robustness_ratios``.
+    """
     model.eval()
     gen = generalization_suite()
     audio = render_scenes([Scene.from_dict(p.attributes["scene"]) for p in gen], workers=1)
