@@ -136,3 +136,16 @@ def _convert(raw: str, hint: Any, what: str) -> Any:
 register_scorer("signal", "builtin", "ttaeval.scorers.signal:SignalScorer")
 register_scorer("clap", "mini", "ttaeval.scorers.clap_mini:ClapMiniScorer", requires=("torch",))
 register_scorer("clap", "hf", "ttaeval.scorers.clap_hf:HFClapScorer", requires=("torch", "transformers"))
+register_scorer(
+    "clap", "laion", "ttaeval.scorers.clap_laion:LaionClapScorer", extra="laion", requires=("laion_clap",)
+)
+register_scorer(
+    "aesthetics",
+    "audiobox",
+    "ttaeval.scorers.aesthetics:AudioboxAestheticsScorer",
+    extra="aesthetics",
+    requires=("audiobox_aesthetics",),
+)
+register_scorer(
+    "clap", "msclap", "ttaeval.scorers.clap_msclap:MsClapScorer", extra="msclap", requires=("msclap",)
+)

@@ -7,6 +7,7 @@ L2-normalised ``(n, dim)``) and ``encode_texts`` (texts -> L2-normalised ``(n, d
 from __future__ import annotations
 
 import hashlib
+import importlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,51 @@ def weights_digest(path: Path, length: int = 16) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:length]
+
+
+def window_starts(num_samples: int, window: int) -> list[int]:
+    """Where the fixed windows over a clip start: one window when the clip fits in it, else
+    ``ceil(n / window)`` full windows whose starts are evenly spaced from 0 to ``n - window``
+    (integer division) — consecutive windows that overlap just enough to end at the clip's end, so
+    no window is padded and none is drawn at random."""
+    if num_samples <= window:
+        return [0]
+    count = -(-num_samples // window)
+    return [i * (num_samples - window) // (count - 1) for i in range(count)]
+
+
+def split_windows(audio: Sequence[np.ndarray], window: int) -> tuple[list[np.ndarray], list[int]]:
+    """Every clip's fixed windows (see ``window_starts``), and which clip each window belongs to."""
+    pieces, owner = [], []
+    for i, x in enumerate(audio):
+        for start in window_starts(len(x), window):
+            pieces.append(x[start : start + window])
+            owner.append(i)
+    return pieces, owner
+
+
+def pool_windows(per_window: np.ndarray, owner: Sequence[int], count: int) -> np.ndarray:
+    """Average each clip's L2-normalised window embeddings and normalise the mean again."""
+    sums = np.zeros((count, per_window.shape[1]), dtype=np.float64)
+    np.add.at(sums, np.asarray(owner), per_window.astype(np.float64))
+    sums /= np.linalg.norm(sums, axis=1, keepdims=True)
+    return sums.astype(np.float32)
+
+
+def import_reference(module: str, backend: str, extra: str, pin: str):
+    """Import a published package whose model code a backend uses; one clear line when it is missing.
+
+    The packages (laion_clap, msclap, audiobox_aesthetics) pin numpy<2 or pull torchaudio, which
+    would replace a CPU torch, so they are installed without their dependencies, which the extra
+    brings instead.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{backend} needs {exc.name or module}: pip install 'ttaeval[{extra}]' && "
+            f"pip install --no-deps {pin}"
+        ) from None
 
 
 class ClapScorer(Scorer):

@@ -2,10 +2,11 @@
 (e.g. a downloaded ``laion/clap-htsat-unfused``).
 
 Score = raw cosine of the L2-normalised projected embeddings. Audio is 48 kHz mono. Determinism:
-a clip longer than the feature extractor's window (``max_length_s``, 10 s for LAION CLAP) is cut
-into consecutive windows (the last one shorter, padded the way the checkpoint's processor pads),
-whose normalised embeddings are averaged and normalised again — the processor never crops, so no
-random crop can happen. The processor's own settings (truncation, padding) are used as saved.
+a clip longer than the feature extractor's window (``max_length_s``, 10 s for LAION CLAP) is
+covered by ``ceil(length / window)`` full windows, evenly spaced from its start to its end
+(``clap_common.window_starts``), whose normalised embeddings are averaged and normalised again —
+the processor never sees more than one window, so its random crop never draws. The processor's own
+settings (truncation, padding) are used as saved.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.scorers.clap_common import ClapScorer, weights_digest
+from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
 
 
 def check_tokenizer(tokenizer, where: str) -> None:
@@ -43,7 +44,7 @@ class HFClapScorer(ClapScorer):
     """CLAP score with a transformers ClapModel folder."""
 
     backend = "hf"
-    version = "1"
+    version = "2"
     sample_rate = 48_000
 
     model: Path | None = None
@@ -81,12 +82,7 @@ class HFClapScorer(ClapScorer):
     def embed_audio(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        window = int(self._processor.feature_extractor.nb_max_samples)
-        pieces, owner = [], []
-        for i, x in enumerate(audio):
-            for start in range(0, max(len(x), 1), window):
-                pieces.append(x[start : start + window])
-                owner.append(i)
+        pieces, owner = split_windows(audio, int(self._processor.feature_extractor.nb_max_samples))
         embs = []
         with torch.inference_mode():
             for s in range(0, len(pieces), self.batch_size):
@@ -94,10 +90,8 @@ class HFClapScorer(ClapScorer):
                     pieces[s : s + self.batch_size], sampling_rate=self.sample_rate, return_tensors="pt"
                 ).to(self.device)
                 emb = self._features(self._model.get_audio_features(**inputs))
-                embs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
-        per_window = torch.cat(embs)
-        sums = torch.zeros(len(audio), per_window.shape[1]).index_add_(0, torch.tensor(owner), per_window)
-        return torch.nn.functional.normalize(sums, dim=-1).numpy()
+                embs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
+        return pool_windows(np.concatenate(embs), owner, len(audio))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         import torch

@@ -1,0 +1,182 @@
+"""clap:laion on tiny random-initialised LAION-CLAP models built with laion_clap's own classes.
+
+The real path from the checkpoint file on is exercised: ``CLAP_Module`` construction,
+``load_state_dict`` (which drops ``position_ids``), ``get_audio_features``, the HTSAT audio tower and
+the RoBERTa text tower. What the test cannot reach here: laion_clap's ``get_mel`` (fusion checkpoints), which needs
+torchaudio — its mel is computed for the reference by librosa from the same documented definition
+(``reference_embedding``) and by our ``laion_mel`` for the scorer; ``RobertaModel.from_pretrained
+('roberta-base')`` inside ``CLAP_Module`` (replaced by a RoBERTa built from a local tiny config, as our
+loader does for every checkpoint) and the package's module-level ``roberta-base`` tokenizer (empty
+offline; a BPE tokenizer trained in-process stands in, given to both sides).
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import bpe_tokenizer, reference_package
+from ttaeval import Clip, Prompt, get_scorer
+
+PROMPTS = [
+    Prompt("a", "a dog barks loudly"),
+    Prompt("b", "rain falls on a roof"),
+    Prompt("c", "an engine idles"),
+]
+
+
+def tiny_roberta_config():
+    from transformers import RobertaConfig
+
+    # hidden size 768 is fixed by laion_clap's text projection; everything else is tiny.
+    return RobertaConfig(
+        vocab_size=200,
+        hidden_size=768,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        intermediate_size=64,
+        max_position_embeddings=80,
+        type_vocab_size=1,
+        pad_token_id=1,
+    )
+
+
+def package_module(fusion: bool):
+    """A CLAP_Module built by the package, its text tower from the tiny config."""
+    laion_clap = reference_package("laion_clap")
+    from laion_clap.clap_module import model as laion_model
+    from transformers import RobertaModel
+
+    config = tiny_roberta_config()
+    with mock.patch.object(laion_model.RobertaModel, "from_pretrained", lambda *a, **k: RobertaModel(config)):
+        return laion_clap.CLAP_Module(enable_fusion=fusion, amodel="HTSAT-tiny", device="cpu")
+
+
+def save_like_laion(module, path) -> None:
+    """The released checkpoints: {"state_dict": {"module." + name: tensor}}, saved by an older
+    transformers that still kept ``text_branch.embeddings.position_ids``."""
+    state = {"module." + k: v for k, v in module.model.state_dict().items()}
+    state["module.text_branch.embeddings.position_ids"] = torch.arange(80).expand(1, -1)
+    torch.save({"state_dict": state, "epoch": 45}, path)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "fusion"])
+def tiny(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("laion")
+    torch.manual_seed(0)
+    save_like_laion(package_module(request.param), folder / "clap.pt")
+    text = folder / "roberta"
+    tok = bpe_tokenizer()
+    tok.save_pretrained(text)
+    tiny_roberta_config().save_pretrained(text)
+    # the reference: a fresh module loaded through the package's own load_ckpt
+    reference = package_module(request.param)
+    reference.load_ckpt(str(folder / "clap.pt"), verbose=False)
+    reference.tokenize = tok
+    return folder / "clap.pt", text, reference
+
+
+def reference_embedding(reference, x: np.ndarray) -> np.ndarray:
+    """The package's audio embedding of one clip of at most 10 s, as a plain laion_clap call."""
+    from laion_clap.training import data
+
+    if not reference.enable_fusion or data.torchaudio is not None:
+        return reference.get_audio_embedding_from_data(x[None])[0]
+    import librosa
+
+    cfg = reference.model_cfg["audio_cfg"]
+    wave = torch.from_numpy(data.int16_to_float32(data.float32_to_int16(x)))
+    sample = data.get_audio_features({}, wave, 480_000, "rand_trunc", "repeatpad", cfg)
+    power = librosa.feature.melspectrogram(
+        y=sample["waveform"].numpy(),
+        sr=48_000,
+        n_fft=1024,
+        hop_length=480,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        power=2.0,
+        n_mels=64,
+        fmin=50,
+        fmax=14_000,
+        htk=True,
+        norm=None,
+    )
+    mel = torch.from_numpy(10 * np.log10(np.maximum(power, 1e-10)).T).float()
+    sample["mel_fusion"] = torch.stack([mel] * 4)
+    reference.model.eval()  # as get_audio_embedding_from_data does
+    with torch.no_grad():
+        return reference.model.get_audio_embedding([sample])[0].numpy()
+
+
+def noise(seconds: float, seed: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(48_000 * seconds))).astype(np.float32)
+
+
+def test_score_equals_the_package_api(tiny):
+    ckpt, text, reference = tiny
+    scorer = get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text}")
+    audio = [noise(s, i) for i, s in enumerate((3, 10, 7.5))]
+    ours = [
+        r.values["clap"] for r in scorer.score([Clip(a[None], 48_000, p) for a, p in zip(audio, PROMPTS)])
+    ]
+    theirs = []
+    for a, p in zip(audio, PROMPTS):  # one clip per call, the way a plain laion_clap loop scores
+        e_audio = reference_embedding(reference, a)
+        e_text = reference.get_text_embedding([p.text, p.text])[:1]  # laion_clap's text side wants >= 2
+        theirs.append(float(np.sum(e_audio * e_text)))
+    assert np.allclose(ours, theirs, atol=1e-5), (ours, theirs)
+    assert scorer.id.startswith("clap:laion@1,")
+    assert str(ckpt) not in scorer.id  # weights named by content
+
+
+def test_long_clips_are_fixed_windows_averaged(tiny):
+    ckpt, text, reference = tiny
+    x = noise(23, 5)
+    first = get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text}")
+    second = get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text}")
+    other_batching = get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text},batch_size=2")
+    clip = Clip(x[None], 48_000, PROMPTS[0])
+    a, b = first.score([clip])[0], second.score([clip])[0]
+    assert a.values["clap"] == b.values["clap"]  # bit-identical
+    # another batch size changes float rounding only
+    assert other_batching.score([clip])[0].values["clap"] == pytest.approx(a.values["clap"], abs=1e-6)
+    # three full windows starting at 0, 6.5 s and 13 s, embedded by the package and averaged
+    starts = [0, 312_000, 624_000]
+    windows = np.stack([reference_embedding(reference, x[s : s + 480_000]) for s in starts])
+    mean = windows.mean(0) / np.linalg.norm(windows.mean(0))
+    assert np.allclose(a.artefacts["audio_embedding"], mean, atol=1e-5)
+
+
+def test_random_crop_reproduces_the_package_with_a_seed(tiny):
+    ckpt, text, reference = tiny
+    x = noise(14, 6)
+    from laion_clap.training import data
+
+    if reference.enable_fusion and data.torchaudio is None:
+        with pytest.raises(ImportError, match="needs torchaudio; use crop=windows"):
+            get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text},crop=random")
+        return
+    scorer = get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text},crop=random,seed=3")
+    ours = scorer.score([Clip(x[None], 48_000, PROMPTS[1])])[0].artefacts["audio_embedding"]
+    np.random.seed(3)
+    theirs = reference.get_audio_embedding_from_data(x[None])[0]
+    assert np.allclose(ours, theirs, atol=1e-5)
+    assert "seed=3" in scorer.id and "crop=random" in scorer.id
+
+
+def test_missing_checkpoint_and_text_model_are_one_clear_line(tiny, tmp_path):
+    ckpt, text, _ = tiny
+    with pytest.raises(FileNotFoundError, match="checkpoint=PATH"):
+        get_scorer(f"clap:laion,checkpoint={tmp_path / 'none.pt'},text_model={text}")
+    with pytest.raises(FileNotFoundError, match="text_model=DIR"):
+        get_scorer(f"clap:laion,checkpoint={ckpt},text_model={tmp_path / 'nothing'}")
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tiny):
+    ckpt, text, _ = tiny
+    with pytest.raises(ValueError, match="does not fit amodel=HTSAT-base"):
+        get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text},amodel=HTSAT-base")
