@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import dominant_frequency, tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import dominant_frequency, tone
 from ttaeval.audio import (
     AudioError,
     Clip,

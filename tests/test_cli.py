@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from helpers import tone
 from typer.testing import CliRunner
 
+from helpers import tone
 from ttaeval.cli import app
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from helpers import tone
 
+from helpers import tone
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.registry import Registry
 from ttaeval.scorers import SCORERS, MetricSpec, Scorer, ScoreResult, parse_spec, register_scorer

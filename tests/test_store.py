@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from helpers import tone
 
+from helpers import tone
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.folder import collect_folder
 from ttaeval.scorers import MetricSpec, Scorer, ScoreResult

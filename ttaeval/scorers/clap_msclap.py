@@ -144,7 +144,8 @@ class MsClapScorer(ClapScorer):
         if missing or unexpected:
             raise ValueError(
                 f"clap:msclap: {self.checkpoint} does not fit msclap 2023 with text_model={self.text_model} "
-                f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+                f"({len(missing)} missing, e.g. {missing[:2]}; "
+                f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
             )
         self._model = model.to(self.device).eval()
         self._window = int(args["duration"] * args["sampling_rate"])
