@@ -1,13 +1,16 @@
 """clap:laion on tiny random-initialised LAION-CLAP models built with laion_clap's own classes.
 
 The real path from the checkpoint file on is exercised: ``CLAP_Module`` construction,
-``load_state_dict`` (which drops ``position_ids``), ``get_audio_features``, the HTSAT audio tower and
-the RoBERTa text tower. What the test cannot reach here: laion_clap's ``get_mel`` (fusion
-checkpoints), which needs torchaudio — its mel is computed for the reference by librosa from the
-same documented definition (``reference_embedding``) and by our ``laion_mel`` for the scorer;
-``RobertaModel.from_pretrained('roberta-base')`` inside ``CLAP_Module`` (replaced by a RoBERTa built from a local tiny config, as our
-loader does for every checkpoint) and the package's module-level ``roberta-base`` tokenizer (empty
-offline; a BPE tokenizer trained in-process stands in, given to both sides).
+``load_state_dict`` (which drops ``position_ids``), ``get_audio_features``, the HTSAT audio tower
+and the RoBERTa text tower. What the test cannot reach here:
+
+- laion_clap's ``get_mel`` (fusion checkpoints), which needs torchaudio: the reference's mel is
+  computed by librosa from the same documented definition (``reference_embedding``), the scorer's
+  by our ``laion_mel``;
+- ``RobertaModel.from_pretrained('roberta-base')`` inside ``CLAP_Module``: a RoBERTa built from a
+  tiny local config stands in (as our loader builds one from a config for every checkpoint);
+- the package's module-level ``roberta-base`` tokenizer (empty offline): a BPE tokenizer trained
+  in-process is given to both sides.
 """
 
 from __future__ import annotations
