@@ -61,3 +61,55 @@ def test_kad_is_near_zero_for_one_distribution_and_grows_with_the_shift():
     same = kad(rng.standard_normal((400, 8)), ref)
     shifted = kad(rng.standard_normal((400, 8)) + 1.0, ref)
     assert abs(same) < 0.01 < shifted
+
+
+def test_kl_directions_on_a_hand_computed_pair():
+    from ttaeval.setmetrics import kl_audioldm, kl_divergence, kl_sam
+
+    ref = np.log([[0.5, 0.5]])
+    gen = np.log([[0.9, 0.1]])
+    ref_gen = 0.5 * np.log(0.5 / 0.9) + 0.5 * np.log(0.5 / 0.1)  # KL(ref || gen) = 0.5108
+    gen_ref = 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)  # KL(gen || ref) = 0.3681
+    assert kl_audioldm(gen, ref) == pytest.approx(ref_gen, abs=1e-5)  # audioldm-eval: KL(ref || gen)
+    assert kl_sam(gen, ref) == pytest.approx(gen_ref, abs=1e-5)  # stable-audio-metrics: KL(gen || ref)
+    # sigmoid per class: logits 0 -> 0.5, ln 9 -> 0.9, -ln 9 -> 0.1; sum over classes of p log p/q
+    assert kl_audioldm(np.array([[np.log(9), -np.log(9)]]), np.zeros((1, 2)), "sigmoid") == pytest.approx(
+        ref_gen, abs=1e-5
+    )
+    # mean over pairs; a zero target probability contributes nothing
+    assert kl_divergence(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[0.5, 0.5], [0.5, 0.5]]), eps=0)[
+        0
+    ] == pytest.approx(np.log(2))
+
+
+def test_inception_score_splits_by_hand():
+    from ttaeval.setmetrics import inception_score
+
+    confident = [[50.0, 0.0], [0.0, 50.0]]  # two sure, different classes: IS = 2
+    undecided = [[0.0, 0.0], [0.0, 0.0]]  # uniform posteriors: IS = 1
+    result = inception_score(np.array(confident + undecided), splits=2, shuffle_seed=None)
+    assert result.splits == pytest.approx((2.0, 1.0), abs=1e-9)
+    assert (result.mean, result.std) == pytest.approx((1.5, 0.5), abs=1e-9)
+    # shuffling is RandomState(seed).permutation, as audioldm-eval
+    logits = np.random.default_rng(0).standard_normal((40, 5))
+    perm = np.random.RandomState(2020).permutation(40)
+    shuffled = inception_score(logits, splits=10, shuffle_seed=2020)
+    assert shuffled.splits == inception_score(logits[perm], splits=10, shuffle_seed=None).splits
+    with pytest.raises(ValueError, match="at least 10 clips"):
+        inception_score(logits[:5])
+
+
+def test_per_clip_fad_is_each_clips_frames_against_the_reference():
+    import warnings
+
+    from ttaeval.setmetrics import fad, fad_per_clip
+
+    rng = np.random.default_rng(3)
+    reference = rng.standard_normal((400, 3))
+    clips = [rng.standard_normal((50, 3)), rng.standard_normal((50, 3)) + 2.0, rng.standard_normal((1, 3))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = fad_per_clip(clips, reference)
+    assert scores[0] == pytest.approx(fad(clips[0], reference))
+    assert scores[1] > 10 * scores[0]  # shifted by 2 in each of 3 dims: about 12
+    assert np.isnan(scores[2])  # one frame has no covariance

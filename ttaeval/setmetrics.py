@@ -33,6 +33,21 @@ def fad(embeddings: np.ndarray, reference: np.ndarray | GaussianStats) -> float:
     return GaussianStats.from_embeddings(_check(embeddings, "embeddings")).frechet_distance(ref)
 
 
+def fad_per_clip(frames: list[np.ndarray], reference: np.ndarray | GaussianStats) -> np.ndarray:
+    """Per-clip FAD (fadtk's per-song score): each clip's own frame statistics against the
+    reference set's. A clip needs at least two frames (a covariance); NaN otherwise."""
+    ref = (
+        reference
+        if isinstance(reference, GaussianStats)
+        else GaussianStats.from_embeddings(_check(reference, "reference"))
+    )
+    out = np.full(len(frames), np.nan)
+    for i, f in enumerate(frames):
+        if len(f) >= 2:
+            out[i] = GaussianStats.from_embeddings(_check(f, f"clip {i} frames")).frechet_distance(ref)
+    return out
+
+
 @dataclass(frozen=True)
 class FadInf:
     """FAD extrapolated to an infinite evaluation set: the intercept of FAD against 1/N."""
@@ -104,3 +119,69 @@ def kad(embeddings: np.ndarray, reference: np.ndarray, *, bandwidth: float | Non
         return float(k.mean())
 
     return mean_kernel(x, x, True) + mean_kernel(y, y, True) - 2.0 * mean_kernel(x, y, False)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def kl_divergence(target: np.ndarray, prediction: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Per-row ``sum p (log p - log(q + eps))`` with ``0 log 0 = 0`` — torch's ``kl_div(log(q + eps),
+    p, reduction="sum")`` per row, the form both audioldm-eval and stable-audio-metrics use."""
+    p = np.asarray(target, dtype=np.float64)
+    q = np.asarray(prediction, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 2:
+        raise ValueError(f"paired posteriors must be two (n, classes) arrays, got {p.shape} and {q.shape}")
+    p_log_p = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    return np.sum(p_log_p - p * np.log(q + eps), axis=1)
+
+
+def kl_audioldm(generated_logits: np.ndarray, reference_logits: np.ndarray, kind: str = "softmax") -> float:
+    """audioldm-eval's KL: mean over pairs of KL(ref || gen) on PANNs logits made posteriors by
+    ``softmax`` (its "KL") or ``sigmoid`` per class (its "KL_Sigmoid"). Rows are paired by clip."""
+    squash = {"softmax": _softmax, "sigmoid": _sigmoid}[kind]
+    return float(np.mean(kl_divergence(squash(reference_logits), squash(generated_logits))))
+
+
+def kl_sam(generated_logits: np.ndarray, reference_logits: np.ndarray) -> float:
+    """stable-audio-metrics' KL: mean over pairs of KL(gen || ref) on softmax posteriors (PaSST logits
+    averaged over windows before the softmax)."""
+    return float(np.mean(kl_divergence(_softmax(generated_logits), _softmax(reference_logits))))
+
+
+@dataclass(frozen=True)
+class InceptionScore:
+    """Inception score over ``splits`` chunks: their mean and standard deviation."""
+
+    mean: float
+    std: float
+    splits: tuple[float, ...]
+
+
+def inception_score(logits: np.ndarray, splits: int = 10, shuffle_seed: int | None = 2020) -> InceptionScore:
+    """IS as audioldm-eval computes it: rows shuffled by ``RandomState(shuffle_seed).permutation``
+    (None: kept in order), softmax in float64, then per chunk ``i*N//splits : (i+1)*N//splits``
+    ``exp(mean_x KL(p(y|x) || p(y)))`` with p(y) the chunk's mean posterior."""
+    z = _check(logits, "logits")
+    n = len(z)
+    if n < splits:
+        raise ValueError(f"inception score with {splits} splits needs at least {splits} clips, got {n}")
+    if shuffle_seed is not None:
+        z = z[np.random.RandomState(shuffle_seed).permutation(n)]
+    log_p = z - z.max(axis=1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    p = np.exp(log_p)
+    scores = []
+    for i in range(splits):
+        chunk = slice(i * n // splits, (i + 1) * n // splits)
+        marginal = p[chunk].mean(axis=0, keepdims=True)
+        kl = np.sum(p[chunk] * (log_p[chunk] - np.log(marginal)), axis=1)
+        scores.append(float(np.exp(kl.mean())))
+    return InceptionScore(float(np.mean(scores)), float(np.std(scores)), tuple(scores))

@@ -1,0 +1,115 @@
+"""Our PANNs Cnn14 and VGGish against the published packages' own classes, same random weights.
+
+References: ``frechet_audio_distance``'s ``Cnn14_16k`` (its module loaded by path: the package's
+``__init__`` imports torchaudio and encodec) and ``torchvggish`` 0.2's ``VGG`` and
+``waveform_to_examples`` (with the final ReLU dropped, as frechet_audio_distance does for FAD).
+Checkpoints are saved the way the released files are (``{"model": ...}`` for PANNs, a bare state
+dict for VGGish) and loaded by our loaders.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import reference_package
+from ttaeval import Clip
+from ttaeval.embedders import get_embedder, frechet_audio_distance
+
+
+def fad_pann_module():
+    reference_package("torchlibrosa")
+    spec = importlib.util.find_spec("frechet_audio_distance")
+    if spec is None:
+        reference_package("frechet_audio_distance")
+    root = spec.submodule_search_locations[0]
+    name = "_reference_fad_models"
+    if name not in sys.modules:
+        pkg = importlib.util.spec_from_file_location(
+            name, f"{root}/models/__init__.py", submodule_search_locations=[f"{root}/models"]
+        )
+        module = importlib.util.module_from_spec(pkg)
+        sys.modules[name] = module
+        pkg.loader.exec_module(module)
+    return importlib.import_module(f"{name}.pann")
+
+
+@pytest.fixture(scope="module")
+def panns(tmp_path_factory):
+    pann = fad_pann_module()
+    torch.manual_seed(0)
+    reference = pann.Cnn14_16k(
+        sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, classes_num=527
+    ).eval()
+    for m in reference.modules():  # non-trivial batch-norm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("panns") / "Cnn14_16k_mAP=0.438.pth"
+    torch.save({"model": reference.state_dict(), "iteration": 1}, path)
+    return path, reference
+
+
+def test_panns_equals_the_reference_cnn14(panns):
+    path, reference = panns
+    embedder = get_embedder("panns", checkpoint=str(path), variant="16k", batch_size=2)
+    rng = np.random.default_rng(0)
+    audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (2, 3.5, 2)]
+    ours = embedder.outputs([Clip(a[None], 16_000) for a in audio])
+    with torch.no_grad():
+        for i, a in enumerate(audio):  # one clip per call, like frechet_audio_distance
+            theirs = reference(torch.from_numpy(a)[None])
+            assert np.allclose(ours["embedding"][i], theirs["embedding"][0].numpy(), atol=1e-5)
+            probs = 1 / (1 + np.exp(-ours["logits"][i]))
+            assert np.allclose(probs, theirs["clipwise_output"][0].numpy(), atol=1e-5)
+    assert ours["embedding"].shape == (3, 2048) and ours["logits"].shape == (3, 527)
+
+
+def test_panns_refuses_a_checkpoint_of_another_variant(panns):
+    path, _ = panns
+    with pytest.raises(ValueError, match="does not fit"):
+        get_embedder("panns", checkpoint=str(path), variant="32k")
+    with pytest.raises(FileNotFoundError, match="checkpoint=PATH"):
+        get_embedder("panns")
+
+
+@pytest.fixture(scope="module")
+def vggish(tmp_path_factory):
+    tv = reference_package("torchvggish")
+    torch.manual_seed(0)
+    reference = tv.torchvggish._vgg(postprocess=False).eval()
+    path = tmp_path_factory.mktemp("vggish") / "vggish-10086976.pth"
+    torch.save(reference.state_dict(), path)
+    reference.embeddings = torch.nn.Sequential(*list(reference.embeddings.children())[:-1])  # FAD: no final ReLU
+    return path, reference, tv
+
+
+def test_vggish_equals_torchvggish(vggish):
+    path, reference, tv = vggish
+    from ttaeval.backbones.vggish import log_mel_examples
+
+    rng = np.random.default_rng(1)
+    x = (0.1 * rng.standard_normal(16_000 * 3 + 1234)).astype(np.float32)
+    theirs_input = tv.vggish_input.waveform_to_examples(x, 16_000, return_tensor=False)
+    ours_input = log_mel_examples(x)
+    assert ours_input.shape == theirs_input.shape == (3, 96, 64)
+    assert np.allclose(ours_input, theirs_input, atol=1e-4)
+    embedder = get_embedder("vggish", checkpoint=str(path))
+    frames = embedder.embed_frames([Clip(x[None], 16_000)])[0]
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(theirs_input.astype(np.float32))[:, None]).numpy()
+    assert np.allclose(frames, expected, atol=1e-4)
+
+
+def test_vggish_fad_uses_every_example_as_a_sample(vggish):
+    path, _, _ = vggish
+    embedder = get_embedder("vggish", checkpoint=str(path))
+    rng = np.random.default_rng(2)
+    clips = [Clip((0.1 * rng.standard_normal(16_000 * 2)).astype(np.float32)[None], 16_000) for _ in range(3)]
+    assert embedder.fad_samples(clips).shape == (6, 128)  # two 0.96 s examples per 2 s clip
+    assert embedder.embed(clips).shape == (3, 128)
+    assert frechet_audio_distance(embedder, clips, clips) == 0.0
