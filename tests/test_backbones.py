@@ -18,7 +18,7 @@ import torch
 
 from helpers import reference_package
 from ttaeval import Clip
-from ttaeval.embedders import get_embedder, frechet_audio_distance
+from ttaeval.embedders import frechet_audio_distance, get_embedder
 
 
 def fad_pann_module():
@@ -84,7 +84,8 @@ def vggish(tmp_path_factory):
     reference = tv.torchvggish._vgg(postprocess=False).eval()
     path = tmp_path_factory.mktemp("vggish") / "vggish-10086976.pth"
     torch.save(reference.state_dict(), path)
-    reference.embeddings = torch.nn.Sequential(*list(reference.embeddings.children())[:-1])  # FAD: no final ReLU
+    # FAD drops the final ReLU
+    reference.embeddings = torch.nn.Sequential(*list(reference.embeddings.children())[:-1])
     return path, reference, tv
 
 
