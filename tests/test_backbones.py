@@ -114,3 +114,24 @@ def test_vggish_fad_uses_every_example_as_a_sample(vggish):
     assert embedder.fad_samples(clips).shape == (6, 128)  # two 0.96 s examples per 2 s clip
     assert embedder.embed(clips).shape == (3, 128)
     assert frechet_audio_distance(embedder, clips, clips) == 0.0
+
+
+def test_audioldm_eval_set_metrics(panns, vggish):
+    from ttaeval.prompts import Prompt
+    from ttaeval.protocols import audioldm_eval_metrics
+
+    rng = np.random.default_rng(4)
+    prompts = [Prompt(f"p{i}", f"sound {i}") for i in range(12)]
+    reference = [
+        Clip((0.1 * rng.standard_normal(16_000)).astype(np.float32)[None], 16_000, p) for p in prompts
+    ]
+    pe = get_embedder("panns", checkpoint=str(panns[0]))
+    ve = get_embedder("vggish", checkpoint=str(vggish[0]))
+    same = audioldm_eval_metrics(reference, reference, pe, ve)
+    assert same["FD_panns"] == 0.0 and same["FAD_vggish"] == 0.0
+    # eps = 1e-6 on q gives identical sets about -527e-6 (one -1e-6 per class), as audioldm-eval
+    assert abs(same["KL"]) < 1e-3 and same["KL_pairs"] == 12
+    assert same["IS"] >= 1.0
+    louder = [Clip(3 * c.audio, 16_000, c.prompt) for c in reference[:6]]  # only six have a pair
+    other = audioldm_eval_metrics(louder + reference[6:], reference, pe, ve)
+    assert other["FD_panns"] > 0 and other["FAD_vggish"] > 0 and other["KL"] > same["KL"]

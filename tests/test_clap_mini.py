@@ -129,3 +129,13 @@ def test_score_cli_on_an_exported_synthetic_suite(tmp_path):
     assert table["clap/clap"].mean() > 0.3
     board = runner.invoke(app, ["leaderboard", str(tmp_path / "run")])
     assert "clap/clap ↑" in board.stdout
+    # TTA-Bench's tables on the synthetic suites: robustness pairs found through `notes`
+    tables = runner.invoke(
+        app, ["leaderboard", str(tmp_path / "run"), "--protocol", "tta-bench", "--format", "csv"]
+    )
+    assert tables.exit_code == 0, tables.output
+    summary = pd.read_csv(io.StringIO(tables.stdout))
+    clap = summary[summary["metric"] == "clap/clap"].set_index(["section", "group"])
+    assert clap.loc[("dimension", "accuracy"), "n"] == 200
+    assert clap.loc[("robustness", "uppercase"), "n"] == 50
+    assert 0.8 < clap.loc[("robustness", "uppercase"), "value"] < 1.2

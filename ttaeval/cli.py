@@ -19,7 +19,14 @@ from rich.table import Table
 from ttaeval.audio import ValidationConfig
 from ttaeval.folder import collect_folder
 from ttaeval.prompts import PromptError, load_prompts
-from ttaeval.report.tables import clip_table, leaderboard, leaderboard_markdown
+from ttaeval.protocols import PROTOCOLS, get_protocol
+from ttaeval.report.tables import (
+    clip_table,
+    leaderboard,
+    leaderboard_markdown,
+    tta_bench_markdown,
+    tta_bench_table,
+)
 from ttaeval.scorers import SCORERS, get_scorer
 from ttaeval.scoring import score_items
 from ttaeval.store import STORE_NAME, RunStore, StoreError
@@ -64,8 +71,8 @@ def score(
     audio_dir: Annotated[Path, typer.Argument(help="Folder of audio files named by prompt id.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory (created if needed).")],
     scorer: Annotated[
-        list[str], typer.Option("--scorer", help="Scorer spec NAME[:BACKEND][,K=V]; repeatable.")
-    ],
+        list[str] | None, typer.Option("--scorer", help="Scorer spec NAME[:BACKEND][,K=V]; repeatable.")
+    ] = None,
     prompts: Annotated[
         str | None, typer.Option("--prompts", help="Prompt suite: TTA-Bench JSON/folder, jsonl, txt.")
     ] = None,
@@ -74,9 +81,22 @@ def score(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Clips per batch and commit.")] = 32,
     max_duration: Annotated[float, typer.Option(help="Refuse clips longer than this (seconds).")] = 600.0,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Add a named protocol's scorers (ttaeval protocols).")
+    ] = None,
+    weights: Annotated[
+        list[str] | None, typer.Option("--weights", help="KEY=PATH checkpoint for --protocol; repeatable.")
+    ] = None,
 ) -> None:
     """Score a folder of generated audio against a prompt suite into RUN_DIR."""
+    scorer = list(scorer or [])
     try:
+        if protocol is not None:
+            scorer += _protocol_specs(protocol, weights or [])
+        elif weights:
+            raise ValueError("--weights goes with --protocol")
+        if not scorer:
+            raise ValueError("give at least one --scorer or a --protocol")
         built = [get_scorer(spec) for spec in scorer]
     except (KeyError, ValueError, ImportError, OSError) as exc:
         raise _usage_error(str(exc).strip("'\"")) from None
@@ -106,6 +126,7 @@ def score(
             "prompts": prompts,
             "system": system,
             "scorers": scorer,
+            "protocol": get_protocol(protocol).id if protocol else None,
             "batch_size": batch_size,
             "max_duration": max_duration,
         }
@@ -169,10 +190,25 @@ def leaderboard_cmd(
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="tta-bench: its per-dimension/attribute tables.")
+    ] = None,
 ) -> None:
     """Mean and 95% bootstrap CI over prompts, per system and metric."""
     if format not in ("md", "csv", "json"):
         raise _usage_error(f"--format must be md, csv or json, not {format!r}")
+    if protocol is not None:
+        if protocol != "tta-bench":
+            raise _usage_error(
+                f"--protocol {protocol}: only tta-bench has per-clip tables (see ttaeval protocols)"
+            )
+        with _open_existing(run_dir) as store:
+            table = tta_bench_table(store)
+        text = {"md": lambda: tta_bench_markdown(table), "csv": lambda: table.to_csv(index=False)}.get(
+            format, lambda: table.to_json(orient="records", indent=1)
+        )()
+        _write(text, output)
+        return
     with _open_existing(run_dir) as store:
         board = leaderboard(store, seed=seed)
     if format == "md":
@@ -182,6 +218,36 @@ def leaderboard_cmd(
     else:
         text = board.to_json(orient="records", indent=1)
     _write(text, output)
+
+
+@app.command()
+def protocols(
+    explain: Annotated[str | None, typer.Option("--explain", help="Print one protocol in full.")] = None,
+) -> None:
+    """List the named metric protocols, or explain one (rates, windows, checkpoints, formulas)."""
+    if explain is not None:
+        try:
+            sys.stdout.write(get_protocol(explain).explain())
+        except KeyError as exc:
+            raise _usage_error(str(exc).strip("'\"")) from None
+        return
+    table = Table(title="ttaeval protocols")
+    for col in ("protocol", "summary", "weights"):
+        table.add_column(col)
+    for entry in PROTOCOLS:
+        p = entry.load()
+        table.add_row(p.id, p.summary, ", ".join(p.weights))
+    Console().print(table)
+
+
+def _protocol_specs(name: str, weights: list[str]) -> list[str]:
+    pairs = {}
+    for item in weights:
+        key, eq, path = item.partition("=")
+        if not eq:
+            raise ValueError(f"--weights {item!r}: expected KEY=PATH")
+        pairs[key.strip()] = path.strip()
+    return get_protocol(name).scorer_specs(pairs)
 
 
 synth_app = typer.Typer(no_args_is_help=True, help="The synthetic mini world.")

@@ -1,12 +1,17 @@
-"""Formulas that metric protocols pin down, as pure functions over per-prompt scores.
+"""Named metric protocols, and the formulas they pin down.
+
+A protocol fixes a whole metric definition so that numbers are comparable with published ones:
+which scorers, with which released checkpoints, at which sample rates and windows, and which
+set-level formulas in which direction. ``PROTOCOLS`` holds ``tta-bench``, ``audiocaps-sam`` and
+``audioldm-eval``; ``ttaeval protocols --explain NAME`` prints one. The formulas:
 
 - Robustness (TTA-Bench): each perturbed prompt's score divided by its source prompt's score
   (the source id is in the perturbed prompt's ``notes``), averaged per perturbation type.
-- Fairness score FS (TTA-Bench): for groups of prompts (gender, age, language, from ``notes``),
-  the mean over group pairs of 100 * |a - b| / max(a, b), with a, b the groups' mean scores.
-
-The named protocols (``tta-bench``, ``audiocaps-sam``, ``audioldm-eval``), which also fix scorers,
-sample rates and windows, build on these.
+- Fairness score FS (TTA-Bench): for each family of groups (gender, age, language, from the
+  prompt's ``notes``), the mean over group pairs of 100 * |a - b| / max(a, b), with a, b the
+  groups' mean scores.
+- Set metrics (audioldm-eval): FD on PANNs, FAD on VGGish frames, KL(ref || gen) on PANNs
+  posteriors paired by prompt, IS over 10 splits (``ttaeval.setmetrics``).
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
+from ttaeval.audio import Clip
 from ttaeval.prompts import Prompt
+from ttaeval.registry import Registry
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -78,3 +87,244 @@ def fairness_score(group_means: Mapping[str, float]) -> float:
     if not pairs:
         return math.nan
     return float(np.mean([100 * abs(a - b) / max(a, b) for a, b in pairs]))
+
+
+FAIRNESS_FAMILIES = {
+    "gender": ("male", "female"),
+    "age": ("old", "middle", "youth", "child"),
+    "language": ("en", "zh", "other"),
+}
+"""TTA-Bench's demographic tags (a fairness prompt's ``notes``), by family."""
+
+
+def tta_bench_summary(
+    scores: pd.DataFrame, prompts: Iterable[Prompt], metrics: Sequence[str]
+) -> pd.DataFrame:
+    """TTA-Bench's tables from per-clip scores (columns ``system``, ``prompt_id`` and ``metrics``).
+
+    Long table, one row per system, section, group and metric with ``value`` and ``n`` (prompts):
+    ``dimension`` (mean per dimension), ``event_count`` and ``event_relation`` (accuracy prompts by
+    attribute), ``robustness`` (mean ratio perturbed / source per perturbation type, both from the
+    same system) and ``fairness`` (FS per family of groups, lower = fairer). Samples of one prompt
+    are averaged first; NaN scores are left out.
+    """
+    prompts = list(prompts)
+    info = pd.DataFrame(
+        {
+            "prompt_id": [p.id for p in prompts],
+            "dimension": [p.dimension for p in prompts],
+            **{
+                key: [None if p.attributes.get(key) is None else str(p.attributes[key]) for p in prompts]
+                for key in ("event_count", "event_relation")
+            },
+            "notes": [str(p.attributes.get("notes") or "") for p in prompts],
+        }
+    )
+    rows = []
+    for system, frame in scores.groupby("system", sort=True):
+        per_prompt = (
+            frame.groupby("prompt_id")[list(metrics)].mean().reset_index().merge(info, on="prompt_id")
+        )
+        for metric in metrics:
+            for section in ("dimension", "event_count", "event_relation"):
+                part = (
+                    per_prompt
+                    if section == "dimension"
+                    else per_prompt[per_prompt["dimension"] == "accuracy"]
+                )
+                for group, values in part.groupby(section, sort=True)[metric]:
+                    rows.append(
+                        (system, section, str(group), metric, values.mean(), int(values.notna().sum()))
+                    )
+            by_id = dict(zip(per_prompt["prompt_id"], per_prompt[metric]))
+            for kind, (ratio, n) in sorted(robustness_ratios(by_id, prompts).items()):
+                rows.append((system, "robustness", kind, metric, ratio, n))
+            fair = per_prompt[per_prompt["dimension"] == "fairness"]
+            for family, tags in FAIRNESS_FAMILIES.items():
+                groups = {t: fair.loc[fair["notes"] == t, metric].mean() for t in tags}
+                n = int(fair.loc[fair["notes"].isin(tags), metric].notna().sum())
+                if n:
+                    rows.append((system, "fairness", family, metric, _fairness_or_nan(groups), n))
+    return pd.DataFrame(rows, columns=["system", "section", "group", "metric", "value", "n"])
+
+
+def _fairness_or_nan(groups: Mapping[str, float]) -> float:
+    try:
+        return fairness_score(groups)
+    except ValueError:  # a metric that is not a positive score (e.g. a cosine <= 0)
+        return math.nan
+
+
+def audioldm_eval_metrics(
+    generated: Sequence[Clip],
+    reference: Sequence[Clip],
+    panns,
+    vggish,
+    *,
+    is_splits: int = 10,
+    seed: int = 2020,
+) -> dict[str, float]:
+    """audioldm-eval's set metrics of ``generated`` against ``reference`` clips.
+
+    ``panns``: a 16 kHz ``PannsEmbedder``; ``vggish``: a ``VGGishEmbedder``. FD: Frechet distance of
+    PANNs 2048-d clip embeddings (lower is better); FAD: of VGGish 0.96 s frames (lower); KL and
+    KL_sigmoid: mean over clips paired by prompt id of KL(ref || gen) on PANNs posteriors (lower);
+    IS: inception score of the generated clips' PANNs logits over ``is_splits`` splits, shuffled by
+    ``RandomState(seed)`` (higher).
+    """
+    from ttaeval.setmetrics import fad, inception_score, kl_audioldm
+
+    gen = panns.outputs(generated)
+    ref = panns.outputs(reference)
+    ref_index = {c.prompt.id: i for i, c in enumerate(reference) if c.prompt is not None}
+    pairs = [
+        (i, ref_index[c.prompt.id]) for i, c in enumerate(generated) if c.prompt and c.prompt.id in ref_index
+    ]
+    out = {
+        "FD_panns": fad(gen["embedding"], ref["embedding"]),
+        "FAD_vggish": fad(vggish.fad_samples(generated), vggish.fad_samples(reference)),
+        "KL_pairs": float(len(pairs)),
+    }
+    if pairs:
+        g, r = (np.array(ix) for ix in zip(*pairs))
+        out["KL"] = kl_audioldm(gen["logits"][g], ref["logits"][r], "softmax")
+        out["KL_sigmoid"] = kl_audioldm(gen["logits"][g], ref["logits"][r], "sigmoid")
+    score = inception_score(gen["logits"], splits=is_splits, shuffle_seed=seed)
+    out.update(IS=score.mean, IS_std=score.std)
+    return out
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named metric definition: scorers with their released checkpoints, and set formulas.
+
+    ``weights`` names every file the protocol needs (key -> which released file); the per-clip
+    scorer specs are templates filled from them (``scorer_specs``). ``unavailable`` lists parts of
+    the published protocol this version cannot compute yet, so that no table claims them.
+    """
+
+    name: str
+    version: str
+    summary: str
+    weights: Mapping[str, str]
+    clip_scorers: tuple[str, ...]
+    set_metrics: tuple[str, ...]
+    details: str
+    unavailable: tuple[str, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def scorer_specs(self, weights: Mapping[str, str]) -> list[str]:
+        """The per-clip scorer specs, with every checkpoint path filled in."""
+        missing = [k for k in self.weights if k not in weights]
+        if missing:
+            need = "; ".join(f"--weights {k}=PATH ({self.weights[k]})" for k in missing)
+            raise ValueError(f"protocol {self.name} needs {need}")
+        unknown = sorted(set(weights) - set(self.weights))
+        if unknown:
+            raise ValueError(
+                f"protocol {self.name} has no weights {unknown}; it takes {sorted(self.weights)}"
+            )
+        return [spec.format(**weights) for spec in self.clip_scorers]
+
+    def explain(self) -> str:
+        lines = [f"{self.id}: {self.summary}", "", self.details.strip(), "", "Weights (--weights KEY=PATH):"]
+        lines += [f"  {k}: {v}" for k, v in self.weights.items()]
+        scorers = self.clip_scorers or ("(none: set metrics only)",)
+        lines += ["", "Per-clip scorers:"] + [f"  {s}" for s in scorers]
+        lines += ["", "Set metrics:"] + [f"  {m}" for m in self.set_metrics]
+        if self.unavailable:
+            lines += ["", "Not computed by this version:"] + [f"  {u}" for u in self.unavailable]
+        return "\n".join(lines) + "\n"
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+PROTOCOLS.register(
+    "tta-bench",
+    Protocol(
+        name="tta-bench",
+        version="1",
+        summary="TTA-Bench: msclap-2023 CLAP and Audiobox-Aesthetics per dimension, robustness, fairness",
+        weights={
+            "msclap": "CLAP_weights_2023.pth (microsoft/msclap)",
+            "gpt2": "folder with the gpt2 config and tokenizer (msclap's text tower)",
+            "aesthetics": "checkpoint.pt or folder of facebook/audiobox-aesthetics",
+        },
+        clip_scorers=(
+            "clap:msclap,checkpoint={msclap},text_model={gpt2}",
+            "aesthetics:audiobox,checkpoint={aesthetics}",
+        ),
+        set_metrics=(
+            "per dimension: mean of clap (higher) and CE, CU, PQ (higher), PC (descriptive) over prompts",
+            "accuracy prompts by event_count and by event_relation: the same means",
+            "robustness: mean over pairs of score(perturbed) / score(source prompt from notes), "
+            "per perturbation type (1 = unaffected)",
+            "fairness: FS = mean over group pairs of 100*|a-b|/max(a,b) per family "
+            "(gender, age, language; lower = fairer)",
+        ),
+        details="""
+CLAP (clap:msclap): 44.1 kHz mono; 7 s windows — shorter clips repeated to 7 s as msclap does,
+longer ones covered by evenly spaced full windows whose embeddings are averaged (msclap itself
+takes one random 7 s crop); GPT-2 text tower, text + ' <|endoftext|>', 77 tokens; raw cosine.
+Aesthetics (aesthetics:audiobox): 16 kHz mono, 10 s windows with a 10 s hop, the last zero-padded
+and masked, predictions weighted by window length; CE/CU/PC/PQ on the 1-10 scale.
+Audio is resampled once with soxr (high quality) to each scorer's rate.""",
+    ),
+)
+PROTOCOLS.register(
+    "audioldm-eval",
+    Protocol(
+        name="audioldm-eval",
+        version="1",
+        summary="audioldm_eval: FD on PANNs, FAD on VGGish, KL(ref||gen) on PANNs, IS (10 splits)",
+        weights={
+            "panns": "Cnn14_16k_mAP=0.438.pth (PANNs Cnn14, 16 kHz)",
+            "vggish": "vggish-10086976.pth (torch VGGish)",
+        },
+        clip_scorers=(),
+        set_metrics=(
+            "FD_panns: Frechet distance of PANNs Cnn14-16k 2048-d clip embeddings, float64 (lower)",
+            "FAD_vggish: Frechet distance of VGGish 128-d embeddings of 0.96 s frames, no PCA, no final "
+            "ReLU, 16 kHz (lower)",
+            "KL: mean over clips paired by prompt id of KL(ref || gen), softmax of PANNs logits, eps 1e-6 "
+            "(lower); KL_sigmoid: the same on per-class sigmoids",
+            "IS: exp(E KL(p(y|x) || p(y))) of generated PANNs logits (softmax), 10 splits after a "
+            "RandomState(2020) shuffle; mean and std over splits (higher)",
+        ),
+        details="""
+PANNs Cnn14 16 kHz: window 512, hop 160, 64 mel bins 50-8000 Hz; each clip embedded whole.
+VGGish: 16 kHz, 25 ms frames every 10 ms, 64 mel bands 125-7500 Hz, log(mel + 0.01), 96-frame
+examples without overlap. Computed by ttaeval.protocols.audioldm_eval_metrics.""",
+    ),
+)
+PROTOCOLS.register(
+    "audiocaps-sam",
+    Protocol(
+        name="audiocaps-sam",
+        version="1",
+        summary="stable-audio-metrics on AudioCaps: LAION-CLAP 630k-audioset-fusion at 48 kHz",
+        weights={
+            "laion": "630k-audioset-fusion-best.pt (LAION-CLAP)",
+            "roberta": "folder with the roberta-base config and tokenizer",
+        },
+        clip_scorers=("clap:laion,checkpoint={laion},text_model={roberta}",),
+        set_metrics=(
+            "CLAP: mean cosine of LAION-CLAP 630k-audioset-fusion audio and caption embeddings (higher)",
+        ),
+        details="""
+LAION-CLAP fusion at 48 kHz, int16 round trip, 10 s windows (repeat-padded when shorter; longer
+clips covered by evenly spaced full windows, averaged — the package itself draws random chunks).
+KL(gen || ref) as stable-audio-metrics defines it (softmax of window-averaged PaSST logits) is
+ttaeval.setmetrics.kl_sam; the PaSST and OpenL3 models it needs are not loaded by this version.""",
+        unavailable=(
+            "FD_openl3: Frechet distance on OpenL3 embeddings (no OpenL3 loader yet)",
+            "KL_passt: KL(gen || ref) on PaSST posteriors (no PaSST loader yet; formula: setmetrics.kl_sam)",
+        ),
+    ),
+)
+
+
+def get_protocol(name: str) -> Protocol:
+    return PROTOCOLS.get(name)

@@ -125,3 +125,40 @@ def leaderboard_markdown(board: pd.DataFrame, level: float = 0.95) -> str:
         "'failed' is the most clips any metric could not score (left out, never counted as 0)."
     )
     return "\n".join(lines) + "\n"
+
+
+def tta_bench_table(store: RunStore) -> pd.DataFrame:
+    """TTA-Bench's per-dimension, per-attribute, robustness and fairness tables for every scorer
+    metric in the store (``ttaeval.protocols.tta_bench_summary``)."""
+    import json
+
+    from ttaeval.prompts import Prompt
+    from ttaeval.protocols import tta_bench_summary
+
+    table = clip_table(store)
+    metrics = [c for c in table.columns if "/" in c]
+    prompts = [
+        Prompt(r["prompt_id"], r["text"], r["dimension"], json.loads(r["attributes"]))
+        for _, r in store.prompts().iterrows()
+    ]
+    return tta_bench_summary(table, prompts, metrics)
+
+
+def tta_bench_markdown(summary: pd.DataFrame) -> str:
+    """One Markdown table per metric: sections and groups as rows, systems as columns."""
+    if summary.empty:
+        return "_no scores_\n"
+    out = []
+    for metric, part in summary.groupby("metric", sort=False):
+        systems = sorted(part["system"].unique())
+        out += [f"### {metric}", "", "| section | group | " + " | ".join(systems) + " |"]
+        out.append("|" + "---|" * (2 + len(systems)))
+        for (section, group), rows in part.groupby(["section", "group"], sort=False):
+            cells = {r["system"]: f"{_fmt(r['value'])} (n={r['n']})" for _, r in rows.iterrows()}
+            out.append(f"| {section} | {group} | " + " | ".join(cells.get(s, "–") for s in systems) + " |")
+        out.append("")
+    out.append(
+        "dimension/attribute rows: mean over prompts; robustness: mean ratio perturbed/source "
+        "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) (lower = fairer)."
+    )
+    return "\n".join(out) + "\n"
