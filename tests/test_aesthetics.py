@@ -52,20 +52,32 @@ TARGETS = {
 }
 
 
+def tiny_wavlm():
+    """The package's WavLM config shrunk for tests (patched over ``aes.DEFAULT_AUDIO_CFG``)."""
+    from audiobox_aesthetics.model import wavlm
+
+    return wavlm.WavLMConfig(TINY_WAVLM)
+
+
+def save_tiny_aesthetics(path) -> None:
+    """A tiny Audiobox-Aesthetics checkpoint in the released layout."""
+    from audiobox_aesthetics.model import aes
+
+    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", tiny_wavlm()):
+        torch.manual_seed(0)
+        model = aes.AesMultiOutput(**MODEL_CFG, target_transform=TARGETS)
+    state = {"model." + k: v for k, v in model.state_dict().items()}  # the released layout
+    torch.save({"state_dict": state, "model_cfg": MODEL_CFG, "target_transform": TARGETS}, path)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     reference_package("audiobox_aesthetics")
-    from audiobox_aesthetics.model import aes, wavlm
+    from audiobox_aesthetics.model import aes
 
     folder = tmp_path_factory.mktemp("aes")
-    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", wavlm.WavLMConfig(TINY_WAVLM)):
-        torch.manual_seed(0)
-        model = aes.AesMultiOutput(**MODEL_CFG, target_transform=TARGETS)
-        state = {"model." + k: v for k, v in model.state_dict().items()}  # the released layout
-        torch.save(
-            {"state_dict": state, "model_cfg": MODEL_CFG, "target_transform": TARGETS},
-            folder / "checkpoint.pt",
-        )
+    save_tiny_aesthetics(folder / "checkpoint.pt")
+    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", tiny_wavlm()):
         fake = types.ModuleType("torchaudio")
         fake.functional = types.SimpleNamespace(resample=lambda wav, orig_freq, new_freq: wav)
         saved = sys.modules.get("torchaudio")
@@ -81,11 +93,11 @@ def tiny(tmp_path_factory):
 
 def test_scores_equal_the_packages_predictor(tiny):
     ckpt, predictor = tiny
-    from audiobox_aesthetics.model import aes, wavlm
+    from audiobox_aesthetics.model import aes
 
     rng = np.random.default_rng(0)
     audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (3, 10, 23.5)]
-    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", wavlm.WavLMConfig(TINY_WAVLM)):
+    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", tiny_wavlm()):
         scorer = get_scorer(f"aesthetics:audiobox,checkpoint={ckpt},batch_size=3")
     ours = scorer.score([Clip(a[None], 16_000) for a in audio])
     theirs = predictor.forward([{"path": torch.from_numpy(a)[None], "sample_rate": 16_000} for a in audio])

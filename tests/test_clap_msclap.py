@@ -37,14 +37,12 @@ def tiny_gpt2_config():
     return GPT2Config(vocab_size=200, n_positions=80, n_embd=768, n_layer=1, n_head=12)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    reference_package("yaml")
-    from transformers import AutoModel, AutoTokenizer
+def save_tiny_msclap(folder):
+    """A tiny msclap 2023 checkpoint (saved as the release is) and its GPT-2 config/tokenizer folder."""
+    from transformers import AutoModel
 
     from ttaeval.scorers.clap_msclap import msclap_models
 
-    folder = tmp_path_factory.mktemp("msclap")
     text = folder / "gpt2"
     tok = bpe_tokenizer(
         [c + " !" for c in CORPUS],
@@ -57,9 +55,6 @@ def tiny(tmp_path_factory):
     tok.save_pretrained(text)
     tiny_gpt2_config().save_pretrained(text)
     models = msclap_models()
-    local_tokenizer = AutoTokenizer.from_pretrained(text)
-    if not hasattr(local_tokenizer, "encode_plus"):  # transformers 5 dropped it; in 4 it is __call__
-        object.__setattr__(local_tokenizer, "encode_plus", local_tokenizer.__call__)
     gpt2 = lambda *a, **k: AutoModel.from_config(tiny_gpt2_config())  # noqa: E731
     torch.manual_seed(0)
     with mock.patch.object(models.clap.AutoModel, "from_pretrained", gpt2):
@@ -69,6 +64,20 @@ def tiny(tmp_path_factory):
     state["caption_encoder.base.h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 80, 80))
     state["caption_encoder.base.h.0.attn.masked_bias"] = torch.tensor(-1e4)
     torch.save({"model": state, "epoch": 1}, folder / "CLAP_weights_2023.pth")
+    return folder / "CLAP_weights_2023.pth", text
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    reference_package("yaml")
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = tmp_path_factory.mktemp("msclap")
+    ckpt, text = save_tiny_msclap(folder)
+    local_tokenizer = AutoTokenizer.from_pretrained(text)
+    if not hasattr(local_tokenizer, "encode_plus"):  # transformers 5 dropped it; in 4 it is __call__
+        object.__setattr__(local_tokenizer, "encode_plus", local_tokenizer.__call__)
+    gpt2 = lambda *a, **k: AutoModel.from_config(tiny_gpt2_config())  # noqa: E731
 
     # msclap's own wrapper, importable with a stand-in torchaudio
     fake = types.ModuleType("torchaudio")
@@ -86,14 +95,12 @@ def tiny(tmp_path_factory):
             ),
             mock.patch("transformers.AutoModel.from_pretrained", gpt2),
         ):
-            wrapper = wrapper_module.CLAPWrapper(
-                model_fp=str(folder / "CLAP_weights_2023.pth"), version="2023"
-            )
+            wrapper = wrapper_module.CLAPWrapper(model_fp=str(ckpt), version="2023")
     finally:
         for k, v in saved.items():
             sys.modules.pop(k) if v is None else sys.modules.__setitem__(k, v)
     wrapper.read_audio = lambda x, resample=True: (torch.from_numpy(x)[None], 44_100)
-    return folder / "CLAP_weights_2023.pth", text, wrapper
+    return ckpt, text, wrapper
 
 
 def wrapper_score(wrapper, x: np.ndarray, text: str) -> float:

@@ -1,0 +1,121 @@
+"""Every backend scores the same clip bit-identically in two separate processes.
+
+One session builds the tiny checkpoints of every backend (the same builders the parity tests use);
+two fresh Python processes then load them, score one 11 s clip (long enough for the windowing of
+every CLAP backend) and print each value as ``float.hex``, plus a digest of the embedders' outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers import reference_package
+
+SCRIPT = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    from unittest import mock
+    from ttaeval import Clip, Prompt, get_scorer, load_audio
+    from ttaeval.audio import prepare
+    from ttaeval.embedders import get_embedder
+
+    cfg = json.loads(sys.argv[1])
+    clip = load_audio(cfg["clip"])
+    clip = Clip(clip.audio, clip.sample_rate, Prompt("p", "a dog barks loudly"))
+    out = {}
+    for spec in cfg["specs"]:
+        if spec.startswith("aesthetics"):
+            sys.path.insert(0, cfg["tests"])
+            from audiobox_aesthetics.model import aes
+            from test_aesthetics import tiny_wavlm
+            with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", tiny_wavlm()):
+                scorer = get_scorer(spec)
+        else:
+            scorer = get_scorer(spec)
+        result = scorer.score([prepare(clip, scorer.sample_rate, scorer.channels)])[0]
+        assert result.ok, (spec, result.error)
+        out[spec.split(",")[0]] = {k: float(v).hex() for k, v in result.values.items()}
+    for name, options in cfg["embedders"].items():
+        embedder = get_embedder(name, **options)
+        out[name] = hashlib.sha256(embedder.fad_samples([clip]).tobytes()).hexdigest()
+    print(json.dumps(out, sort_keys=True))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_processes_give_bit_identical_scores(tmp_path):
+    import test_aesthetics
+    import test_backbones
+    import test_clap_hf
+    import test_clap_laion
+    import test_clap_msclap
+    import torch
+
+    for package in ("laion_clap", "audiobox_aesthetics", "torchvggish"):
+        reference_package(package)
+    from helpers import bpe_tokenizer
+
+    test_clap_hf.save_tiny_clap(tmp_path / "hf", bpe_tokenizer())
+    torch.manual_seed(0)
+    test_clap_laion.save_like_laion(test_clap_laion.package_module(False), tmp_path / "laion.pt")
+    bpe_tokenizer().save_pretrained(tmp_path / "roberta")
+    test_clap_laion.tiny_roberta_config().save_pretrained(tmp_path / "roberta")
+    (tmp_path / "msclap").mkdir()
+    msclap_ckpt, gpt2 = test_clap_msclap.save_tiny_msclap(tmp_path / "msclap")
+    test_aesthetics.save_tiny_aesthetics(tmp_path / "aes.pt")
+    pann = test_backbones.fad_pann_module()
+    torch.save(
+        {"model": pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527).state_dict()}, tmp_path / "panns.pth"
+    )
+    tv = reference_package("torchvggish")
+    torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), tmp_path / "vggish.pth")
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "clip.wav", (0.2 * rng.standard_normal(22_050 * 11)).astype(np.float32), 22_050)
+    cfg = {
+        "clip": str(tmp_path / "clip.wav"),
+        "tests": str(test_aesthetics.__file__.rsplit("/", 1)[0]),
+        "specs": [
+            "signal",
+            "clap:mini",
+            f"clap:hf,model={tmp_path / 'hf'}",
+            f"clap:laion,checkpoint={tmp_path / 'laion.pt'},text_model={tmp_path / 'roberta'}",
+            f"clap:msclap,checkpoint={msclap_ckpt},text_model={gpt2}",
+            f"aesthetics:audiobox,checkpoint={tmp_path / 'aes.pt'}",
+        ],
+        "embedders": {
+            "mini": {},
+            "panns": {"checkpoint": str(tmp_path / "panns.pth")},
+            "vggish": {"checkpoint": str(tmp_path / "vggish.pth")},
+        },
+    }
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT, json.dumps(cfg)], capture_output=True, text=True, timeout=600
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    assert set(first) == {
+        "signal",
+        "clap:mini",
+        "clap:hf",
+        "clap:laion",
+        "clap:msclap",
+        "aesthetics:audiobox",
+    } | {
+        "mini",
+        "panns",
+        "vggish",
+    }
+    assert first == second
