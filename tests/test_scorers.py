@@ -166,3 +166,17 @@ def test_missing_values_are_completed_with_reasons():
     (result,) = Forgetful().score([Clip(tone(seconds=0.1), 16_000, Prompt("p", "x"))])
     assert math.isnan(result.values["level"])
     assert "returned no value" in result.errors["level"]
+
+
+def test_a_missing_reference_package_is_one_line_naming_the_install(monkeypatch):
+    import sys
+
+    from ttaeval.optional import import_reference
+
+    monkeypatch.setitem(sys.modules, "laion_clap", None)  # import fails as when not installed
+    with pytest.raises(ImportError) as err:
+        import_reference("laion_clap", "clap:laion")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("clap:laion needs laion_clap: ")
+    assert "pip install 'ttaeval[laion]' && pip install --no-deps laion_clap==1.1.7" in message

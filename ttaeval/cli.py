@@ -6,6 +6,7 @@ Exit codes: 0 when every clip scored, 1 when some failed (their records are stil
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from ttaeval.audio import ValidationConfig
 from ttaeval.folder import collect_folder
+from ttaeval.optional import install_hint
 from ttaeval.prompts import PromptError, load_prompts
 from ttaeval.protocols import PROTOCOLS, get_protocol
 from ttaeval.report.tables import (
@@ -61,7 +63,8 @@ def scorers() -> None:
                 metrics = ", ".join(m.name + m.arrow for m in cls.metrics)
             except ImportError as exc:
                 metrics = str(exc)
-        hint = "yes" if entry.installed() else f"no: pip install 'ttaeval[{entry.extra}]'"
+        missing = [r for r in entry.requires if importlib.util.find_spec(r) is None]
+        hint = "yes" if not missing else f"no: {install_hint(missing[0], entry.extra)}"
         table.add_row(entry.name, hint, metrics)
     Console().print(table)
 

@@ -8,6 +8,7 @@ scorer backend's audio embedding). Every embedder is deterministic.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import ClassVar
 import numpy as np
 
 from ttaeval.audio import Clip, prepare
+from ttaeval.frechet import GaussianStats
 from ttaeval.registry import Registry
+from ttaeval.scorers.clap_common import weights_digest
 from ttaeval.setmetrics import fad
 
 
@@ -31,6 +34,16 @@ class Embedder(ABC):
     sample_rate: ClassVar[int]
     channels: ClassVar[int] = 1
     per_frame: ClassVar[bool] = False
+
+    def identity(self) -> dict[str, object]:
+        """Everything that changes the embeddings (weights by digest); enters ``id``."""
+        return {}
+
+    @property
+    def id(self) -> str:
+        """The embedder's full identity: caches of its outputs are keyed on it."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.identity().items()))
+        return self.name + (f",{opts}" if opts else "")
 
     def embed(self, clips: Sequence[Clip]) -> np.ndarray:
         """``(len(clips), dim)`` float32 embeddings, one per clip."""
@@ -91,6 +104,10 @@ class PannsEmbedder(Embedder):
         self.sample_rate = self.config.sample_rate  # type: ignore[misc]
         self.model = load_cnn14(checkpoint, self.config, device)
         self.batch_size, self.device = batch_size, device
+        self._identity = {"variant": variant, "weights": weights_digest(Path(checkpoint))}
+
+    def identity(self) -> dict[str, object]:
+        return self._identity
 
     def outputs(self, clips: Sequence[Clip]) -> dict[str, np.ndarray]:
         """``{"embedding": (n, 2048), "logits": (n, 527)}``; clips are run one by one when their
@@ -154,6 +171,10 @@ class VGGishEmbedder(Embedder):
             )
         self.model = load_vggish(checkpoint, final_relu, device)
         self.batch_size, self.device = batch_size, device
+        self._identity = {"final_relu": final_relu, "weights": weights_digest(Path(checkpoint))}
+
+    def identity(self) -> dict[str, object]:
+        return self._identity
 
     def frames_prepared(self, clips: Sequence[Clip]) -> list[np.ndarray]:
         import torch
@@ -184,6 +205,9 @@ class ClapEmbedder(Embedder):
             raise ValueError(f"clap embedder needs a CLAP scorer, got {spec!r}")
         self.sample_rate = self.scorer.sample_rate  # type: ignore[misc]
 
+    def identity(self) -> dict[str, object]:
+        return {"scorer": self.scorer.id}
+
     def embed_prepared(self, clips: Sequence[Clip]) -> np.ndarray:
         return self.scorer.embed_audio([c.audio[0] for c in clips])
 
@@ -199,6 +223,28 @@ def get_embedder(name: str, **options: object) -> Embedder:
     return EMBEDDERS.get(name)(**options)
 
 
+def reference_stats(
+    embedder: Embedder, clips: Sequence[Clip], cache_dir: str | Path | None = None
+) -> GaussianStats:
+    """Float64 statistics of a reference set's FAD samples, cached on disk by content.
+
+    The cache key is the embedder's id and the clips' content keys (order-free), never a path: a
+    changed file or other weights make a new entry. Entries are ``.npz`` files of the sums.
+    """
+    key = hashlib.sha256("\n".join([embedder.id, *sorted(c.key for c in clips)]).encode()).hexdigest()
+    path = Path(cache_dir) / f"{embedder.name}-{key[:32]}.npz" if cache_dir is not None else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            return GaussianStats(int(z["dim"]), int(z["count"]), z["total"], z["outer"])
+    stats = GaussianStats.from_embeddings(embedder.fad_samples(clips))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, dim=stats.dim, count=stats.count, total=stats.total, outer=stats.outer)
+        tmp.replace(path)
+    return stats
+
+
 def frechet_audio_distance(embedder: Embedder, clips: Sequence[Clip], reference: Sequence[Clip]) -> float:
     """FAD between two clip sets under one embedder (float64 statistics; frames for VGGish)."""
-    return fad(embedder.fad_samples(clips), embedder.fad_samples(reference))
+    return fad(embedder.fad_samples(clips), reference_stats(embedder, reference))

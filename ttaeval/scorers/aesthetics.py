@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
+from ttaeval.optional import import_reference
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
-from ttaeval.scorers.clap_common import import_reference, weights_digest
+from ttaeval.scorers.clap_common import weights_digest
 
 AXES = ("CE", "CU", "PC", "PQ")
 MODEL_CFG_KEYS = (
@@ -74,9 +75,7 @@ class AudioboxAestheticsScorer(Scorer):
     def __post_init__(self) -> None:
         import torch
 
-        aes = import_reference(
-            "audiobox_aesthetics.model.aes", "aesthetics:audiobox", "aesthetics", "audiobox_aesthetics==0.0.4"
-        )
+        aes = import_reference("audiobox_aesthetics.model.aes", "aesthetics:audiobox")
         path = Path(self.checkpoint) if self.checkpoint else None
         if path is None or not path.exists():
             raise FileNotFoundError(

@@ -7,7 +7,6 @@ L2-normalised ``(n, dim)``) and ``encode_texts`` (texts -> L2-normalised ``(n, d
 from __future__ import annotations
 
 import hashlib
-import importlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,22 +57,6 @@ def pool_windows(per_window: np.ndarray, owner: Sequence[int], count: int) -> np
     np.add.at(sums, np.asarray(owner), per_window.astype(np.float64))
     sums /= np.linalg.norm(sums, axis=1, keepdims=True)
     return sums.astype(np.float32)
-
-
-def import_reference(module: str, backend: str, extra: str, pin: str):
-    """Import a published package whose model code a backend uses; one clear line when it is missing.
-
-    The packages (laion_clap, msclap, audiobox_aesthetics) pin numpy<2 or pull torchaudio, which
-    would replace a CPU torch, so they are installed without their dependencies, which the extra
-    brings instead.
-    """
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(
-            f"{backend} needs {exc.name or module}: pip install 'ttaeval[{extra}]' && "
-            f"pip install --no-deps {pin}"
-        ) from None
 
 
 class ClapScorer(Scorer):

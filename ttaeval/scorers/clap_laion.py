@@ -41,13 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.scorers.clap_common import (
-    ClapScorer,
-    import_reference,
-    pool_windows,
-    split_windows,
-    weights_digest,
-)
+from ttaeval.optional import import_reference
+from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
 from ttaeval.scorers.clap_hf import check_tokenizer
 
 WINDOW_SAMPLES = 480_000
@@ -152,7 +147,7 @@ class LaionClapScorer(ClapScorer):
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:laion crop must be 'windows' or 'random', got {self.crop!r}")
-        laion_clap = import_reference("laion_clap", "clap:laion", "laion", "laion_clap==1.1.7")
+        laion_clap = import_reference("laion_clap", "clap:laion")
         path = Path(self.checkpoint) if self.checkpoint else self._cached_checkpoint(laion_clap)
         if not path.is_file():
             raise FileNotFoundError(f"clap:laion checkpoint not found: {path} (set checkpoint=PATH)")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttaeval.optional import install_hint
 from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
 from ttaeval.scorers.clap_hf import check_tokenizer
 
@@ -49,10 +50,7 @@ def msclap_models(where: str = "clap:msclap"):
         return sys.modules[PACKAGE]
     spec = importlib.util.find_spec("msclap")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            f"{where} needs msclap's model code: pip install 'ttaeval[msclap]' && "
-            "pip install --no-deps msclap==1.3.4"
-        )
+        raise ImportError(f"{where} needs msclap's model code: {install_hint('msclap')}")
     root = Path(spec.submodule_search_locations[0])
     models = importlib.util.spec_from_file_location(
         PACKAGE, root / "models" / "__init__.py", submodule_search_locations=[str(root / "models")]
@@ -63,7 +61,7 @@ def msclap_models(where: str = "clap:msclap"):
         models.loader.exec_module(module)
     except ImportError as exc:
         del sys.modules[PACKAGE]
-        raise ImportError(f"{where} needs {exc.name}: pip install 'ttaeval[msclap]'") from None
+        raise ImportError(f"{where} needs {exc.name}: {install_hint('msclap')}") from None
     module.config_dir = root / "configs"
     return module
 

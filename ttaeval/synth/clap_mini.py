@@ -229,8 +229,14 @@ class MiniEmbedder(Embedder):
     channels = 1
 
     def __init__(self, checkpoint: str | Path | None = None, batch_size: int = 32) -> None:
+        from ttaeval.scorers.clap_common import weights_digest
+
         self.model = load_clap_mini(checkpoint)
         self.batch_size = batch_size
+        self._digest = weights_digest(Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT)
+
+    def identity(self) -> dict[str, object]:
+        return {"weights": self._digest}
 
     def embed_prepared(self, clips) -> np.ndarray:
         return self.model.embed_audio([c.audio[0] for c in clips], batch_size=self.batch_size)
