@@ -135,3 +135,28 @@ def test_audioldm_eval_set_metrics(panns, vggish):
     louder = [Clip(3 * c.audio, 16_000, c.prompt) for c in reference[:6]]  # only six have a pair
     other = audioldm_eval_metrics(louder + reference[6:], reference, pe, ve)
     assert other["FD_panns"] > 0 and other["FAD_vggish"] > 0 and other["KL"] > same["KL"]
+
+
+def test_encodec_frames_are_the_encoder_output(tmp_path):
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(0)
+    config = EncodecConfig(
+        num_filters=4, upsampling_ratios=[4, 4], hidden_size=8, codebook_size=16, num_lstm_layers=1,
+        sampling_rate=24_000, audio_channels=1, target_bandwidths=[1.5],
+    )  # fmt: skip
+    model = EncodecModel(config).eval()
+    model.save_pretrained(tmp_path / "encodec")
+    embedder = get_embedder("encodec", model=str(tmp_path / "encodec"))
+    rng = np.random.default_rng(5)
+    clips = [Clip((0.1 * rng.standard_normal(n)).astype(np.float32)[None], 24_000) for n in (24_000, 12_000)]
+    frames = embedder.embed_frames(clips)
+    with torch.no_grad():
+        for clip, got in zip(clips, frames):
+            expected = model.encoder(torch.from_numpy(clip.audio)[None])[0].T.numpy()
+            assert got.shape == expected.shape == (clip.num_samples // 16, 8)
+            assert np.allclose(got, expected, atol=1e-6)
+    assert embedder.fad_samples(clips).shape == (2250, 8)
+    assert frechet_audio_distance(embedder, clips, clips) == 0.0
+    with pytest.raises(FileNotFoundError, match="model=DIR"):
+        get_embedder("encodec")

@@ -2,8 +2,9 @@
 
 One small class per embedding model (like fadtk's model loaders), registered lazily by name:
 ``mini`` (clap-mini), ``panns`` (Cnn14, 2048-d, with 527 class logits for KL/IS), ``vggish``
-(128-d per 0.96 s example: FAD statistics over examples, as the FAD paper), ``clap`` (any CLAP
-scorer backend's audio embedding). Every embedder is deterministic.
+(128-d per 0.96 s example: FAD statistics over examples, as the FAD paper), ``encodec`` (encoder
+frames before quantisation), ``clap`` (any CLAP scorer backend's audio embedding). Every embedder
+is deterministic.
 """
 
 from __future__ import annotations
@@ -192,6 +193,44 @@ class VGGishEmbedder(Embedder):
         return np.split(emb, np.cumsum([len(e) for e in examples])[:-1])
 
 
+class EncodecEmbedder(Embedder):
+    """EnCodec's encoder output before quantisation, one frame per hop (75 Hz, 128-d for
+    ``facebook/encodec_24khz``) — what frechet_audio_distance's "encodec" FAD uses (its
+    ``model.encoder(audio)``, no normalisation). Loaded from a transformers ``EncodecModel`` folder
+    (the published checkpoints as converted on the Hugging Face hub); the 48 kHz model is stereo,
+    mono clips are duplicated to both channels as frechet_audio_distance does."""
+
+    name = "encodec"
+    per_frame = True
+
+    def __init__(self, model: str | None = None, device: str = "cpu") -> None:
+        if not model or not Path(model).is_dir():
+            raise FileNotFoundError(
+                f"encodec model folder not found: {model} (model=DIR with a transformers EncodecModel, "
+                "e.g. facebook/encodec_24khz)"
+            )
+        from transformers import EncodecModel
+
+        self.model = EncodecModel.from_pretrained(model, local_files_only=True).to(device).eval()
+        self.sample_rate = self.model.config.sampling_rate  # type: ignore[misc]
+        self.channels = self.model.config.audio_channels  # type: ignore[misc]
+        self.device = device
+        self._identity = {"weights": weights_digest(Path(model))}
+
+    def identity(self) -> dict[str, object]:
+        return self._identity
+
+    def frames_prepared(self, clips: Sequence[Clip]) -> list[np.ndarray]:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for c in clips:  # one by one: no padding enters a clip's frames
+                x = torch.from_numpy(c.audio)[None].to(self.device)
+                out.append(self.model.encoder(x)[0].T.float().cpu().numpy())
+        return out
+
+
 class ClapEmbedder(Embedder):
     """The audio embedding of any CLAP scorer backend, e.g. ``ClapEmbedder("clap:laion,checkpoint=...")``."""
 
@@ -217,6 +256,7 @@ EMBEDDERS.register("mini", "ttaeval.synth.clap_mini:MiniEmbedder", requires=("to
 EMBEDDERS.register("panns", PannsEmbedder, extra="fad", requires=("torchlibrosa",))
 EMBEDDERS.register("vggish", VGGishEmbedder, requires=("torch",))
 EMBEDDERS.register("clap", ClapEmbedder, requires=("torch",))
+EMBEDDERS.register("encodec", EncodecEmbedder, requires=("transformers",))
 
 
 def get_embedder(name: str, **options: object) -> Embedder:
