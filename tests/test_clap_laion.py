@@ -176,3 +176,16 @@ def test_a_checkpoint_of_another_architecture_is_refused(tiny):
     ckpt, text, _, _ = tiny
     with pytest.raises(ValueError, match="does not fit amodel=HTSAT-base"):
         get_scorer(f"clap:laion,checkpoint={ckpt},text_model={text},amodel=HTSAT-base")
+
+
+def test_a_checkpoint_saved_without_position_ids_or_module_prefix_loads(tiny, tmp_path):
+    ckpt, text, _, scorer = tiny
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    bare = {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("position_ids")}
+    torch.save(bare, tmp_path / "bare.pt")  # a bare state dict, as newer tooling writes
+    other = get_scorer(f"clap:laion,checkpoint={tmp_path / 'bare.pt'},text_model={text}")
+    clip = Clip(noise(2, 9)[None], 48_000, PROMPTS[2])
+    # the same up to float rounding (the shared scorer embedded this text in another batch)
+    assert other.score([clip])[0].values["clap"] == pytest.approx(
+        scorer.score([clip])[0].values["clap"], abs=1e-6
+    )

@@ -61,7 +61,11 @@ def pool_windows(per_window: np.ndarray, owner: Sequence[int], count: int) -> np
 
 class ClapScorer(Scorer):
     """Score = raw cosine of L2-normalised audio and text embeddings; keeps each clip's audio
-    embedding as the ``audio_embedding`` artefact (for FAD with that CLAP)."""
+    embedding as the ``audio_embedding`` artefact (for FAD with that CLAP).
+
+    Scores are bit-identical for the same clips in the same batches (in any process); another
+    batch size or batch composition changes them only by float rounding (< 1e-6).
+    """
 
     name = "clap"
     metrics = (MetricSpec("clap", True, (-1.0, 1.0), "cosine of audio and text embeddings"),)

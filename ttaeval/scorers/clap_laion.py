@@ -27,8 +27,8 @@ What the package does, and what we keep or change:
   periodic Hann STFT (center, reflect padding), power 2, HTK mel filters without normalisation
   (librosa), 10·log10(max(x, 1e-10)). ``crop=random`` with a fusion checkpoint runs the package's
   own code and therefore needs torchaudio.
-- ``text_branch.embeddings.position_ids`` is dropped from the checkpoint by ``load_ckpt`` when
-  transformers >= 4.31 (it is no longer a saved buffer).
+- ``text_branch.embeddings.position_ids`` is dropped from the checkpoint (``read_checkpoint``), as
+  ``load_ckpt`` does with transformers >= 4.31, where it is no longer a saved buffer.
 """
 
 from __future__ import annotations
@@ -110,6 +110,20 @@ def laion_mel(x, audio_cfg: dict):
     return (10.0 * torch.log10(torch.clamp(mel, min=1e-10))).T
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The state dict of a LAION-CLAP release, as laion_clap's ``load_state_dict`` reads it: the
+    ``state_dict`` entry, ``module.`` prefixes stripped, ``text_branch.embeddings.position_ids``
+    dropped (newer transformers no longer save it; laion_clap deletes it unconditionally, which
+    fails on files saved without it, so we drop it only when present)."""
+    import torch
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # as laion_clap loads it
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state.pop("text_branch.embeddings.position_ids", None)
+    return state
+
+
 def checkpoint_is_fusion(state_dict: dict) -> bool:
     """Fusion checkpoints carry the fusion layers of the audio branch."""
     return any(".fusion_model." in k or ".mel_conv2d." in k for k in state_dict)
@@ -151,9 +165,7 @@ class LaionClapScorer(ClapScorer):
         path = Path(self.checkpoint) if self.checkpoint else self._cached_checkpoint(laion_clap)
         if not path.is_file():
             raise FileNotFoundError(f"clap:laion checkpoint not found: {path} (set checkpoint=PATH)")
-        from laion_clap.clap_module.factory import load_state_dict
-
-        state = load_state_dict(str(path), skip_params=True)
+        state = read_checkpoint(path)
         fusion = checkpoint_is_fusion(state) if self.fusion is None else self.fusion
         if fusion and self.crop == "random":
             from laion_clap.training import data as laion_data
