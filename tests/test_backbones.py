@@ -160,3 +160,32 @@ def test_encodec_frames_are_the_encoder_output(tmp_path):
     assert frechet_audio_distance(embedder, clips, clips) == 0.0
     with pytest.raises(FileNotFoundError, match="model=DIR"):
         get_embedder("encodec")
+
+
+def test_openl3_frames_equal_torchopenl3(tmp_path):
+    tl3 = reference_package("torchopenl3")
+    from torchopenl3.models import PytorchOpenl3
+
+    torch.manual_seed(0)
+    model = PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env").eval()
+    torch.save(model.state_dict(), tmp_path / "openl3.pth")
+    rng = np.random.default_rng(6)
+    x = (0.3 * rng.standard_normal(int(48_000 * 2.3))).astype(np.float32)
+    x[0] = 0.9  # the peak: normalised to -1 dBFS
+    mono = get_embedder("openl3", checkpoint=str(tmp_path / "openl3.pth"), bandwidth=48_000)
+    ours = mono.embed_frames([Clip(x[None], 48_000)])[0]
+    scaled = x * (10 ** (-1 / 20) / 0.9)
+    theirs, _ = tl3.get_audio_embedding(scaled, 48_000, model=model, hop_size=0.5, center=True, verbose=False)
+    assert ours.shape == tuple(theirs.shape[1:]) == (5, 512)  # 0.5 s centring + 2.3 s: frames at 0..2 s
+    assert np.allclose(ours, theirs[0].numpy(), atol=1e-4)
+    stereo = get_embedder("openl3", checkpoint=str(tmp_path / "openl3.pth"), bandwidth=48_000, channels=2)
+    both = stereo.embed_frames([Clip(x[None], 48_000)])[0]  # mono duplicated: L and R embeddings equal
+    assert both.shape == (5, 1024) and np.allclose(both[:, :512], ours) and np.allclose(both[:, 512:], ours)
+
+    from ttaeval.protocols import audiocaps_sam_metrics
+
+    sam = get_embedder("openl3", checkpoint=str(tmp_path / "openl3.pth"), channels=2)  # 44.1 kHz bandwidth
+    ref = [Clip((0.3 * rng.standard_normal(24_000)).astype(np.float32)[None], 16_000) for _ in range(3)]
+    assert audiocaps_sam_metrics(ref, ref, sam)["FD_openl3"] == 0.0
+    hum = [Clip(0.5 * np.sin(np.arange(24_000, dtype=np.float32) / 5)[None], 16_000)] * 3
+    assert audiocaps_sam_metrics(hum, ref, sam)["FD_openl3"] > 0

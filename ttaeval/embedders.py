@@ -3,8 +3,8 @@
 One small class per embedding model (like fadtk's model loaders), registered lazily by name:
 ``mini`` (clap-mini), ``panns`` (Cnn14, 2048-d, with 527 class logits for KL/IS), ``vggish``
 (128-d per 0.96 s example: FAD statistics over examples, as the FAD paper), ``encodec`` (encoder
-frames before quantisation), ``clap`` (any CLAP scorer backend's audio embedding). Every embedder
-is deterministic.
+frames before quantisation), ``openl3`` (stable-audio-metrics' FD embedding), ``clap`` (any CLAP
+scorer backend's audio embedding). Every embedder is deterministic.
 """
 
 from __future__ import annotations
@@ -231,6 +231,95 @@ class EncodecEmbedder(Embedder):
         return out
 
 
+class OpenL3Embedder(Embedder):
+    """OpenL3 frame embeddings as stable-audio-metrics computes its FD (``openl3_fd``).
+
+    Each clip is peak-normalised to -1 dBFS, resampled to ``bandwidth`` Hz (the evaluation
+    bandwidth, e.g. 44100) and then to OpenL3's 48 kHz (both with soxr); frames of 1 s every
+    ``hop_s`` seconds, centred (half a frame of zeros before the start, the end zero-padded to a
+    whole frame), as openl3's ``get_audio_embedding``. ``channels=2`` embeds left and right
+    separately and concatenates them (1024-d; mono clips are duplicated), ``channels=1`` is mono
+    (512-d). The network is torchopenl3's ``PytorchOpenl3`` port (mel256 / env or music / 512),
+    loaded from ``checkpoint``; the TensorFlow original is not reachable here.
+    """
+
+    name = "openl3"
+    per_frame = True
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        content_type: str = "env",
+        hop_s: float = 0.5,
+        channels: int = 1,
+        bandwidth: int = 44_100,
+        batch_size: int = 32,
+        device: str = "cpu",
+    ) -> None:
+        from ttaeval.optional import import_reference
+
+        models = import_reference("torchopenl3.models", "openl3 embedder")
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"openl3 checkpoint not found: {checkpoint} "
+                f"(checkpoint=PATH to torchopenl3_mel256_{content_type}_512.pth.tar)"
+            )
+        if channels not in (1, 2):
+            raise ValueError(f"openl3 channels must be 1 or 2, got {channels}")
+        import torch
+
+        model = models.PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type=content_type)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(f"openl3: {checkpoint} does not fit: {str(exc).splitlines()[0]}") from None
+        self.model = model.to(device).eval()
+        self.sample_rate, self.channels = bandwidth, channels  # type: ignore[misc]
+        self.hop_s, self.batch_size, self.device = hop_s, batch_size, device
+        self._identity = {
+            "weights": weights_digest(Path(checkpoint)),
+            "content_type": content_type,
+            "hop_s": hop_s,
+            "channels": channels,
+            "bandwidth": bandwidth,
+        }
+
+    def identity(self) -> dict[str, object]:
+        return self._identity
+
+    def frames(self, wave: np.ndarray) -> np.ndarray:
+        """``(frames, 48000)`` 1 s frames of a 48 kHz waveform, centred, every ``hop_s`` seconds."""
+        frame, hop = 48_000, int(self.hop_s * 48_000)
+        x = np.concatenate([np.zeros(frame // 2, np.float32), wave.astype(np.float32)])
+        count = 1 if len(x) <= frame else 1 + -(-(len(x) - frame) // hop)
+        x = np.pad(x, (0, max(0, frame + (count - 1) * hop - len(x))))
+        return np.stack([x[i * hop : i * hop + frame] for i in range(count)])
+
+    def frames_prepared(self, clips: Sequence[Clip]) -> list[np.ndarray]:
+        import soxr
+        import torch
+
+        out = []
+        for c in clips:
+            audio = c.audio.astype(np.float64)
+            peak = np.max(np.abs(audio))
+            if peak > 0:  # pyloudnorm.normalize.peak(audio, -1.0)
+                audio = audio * (10 ** (-1 / 20) / peak)
+            per_channel = []
+            for ch in audio:
+                wave = soxr.resample(ch, self.sample_rate, 48_000, quality="HQ").astype(np.float32)
+                frames = torch.from_numpy(self.frames(wave))[:, None]
+                with torch.inference_mode():
+                    emb = [
+                        self.model(frames[s : s + self.batch_size].to(self.device)).float().cpu().numpy()
+                        for s in range(0, len(frames), self.batch_size)
+                    ]
+                per_channel.append(np.concatenate(emb))
+            out.append(np.concatenate(per_channel, axis=1))
+        return out
+
+
 class ClapEmbedder(Embedder):
     """The audio embedding of any CLAP scorer backend, e.g. ``ClapEmbedder("clap:laion,checkpoint=...")``."""
 
@@ -257,6 +346,7 @@ EMBEDDERS.register("panns", PannsEmbedder, extra="fad", requires=("torchlibrosa"
 EMBEDDERS.register("vggish", VGGishEmbedder, requires=("torch",))
 EMBEDDERS.register("clap", ClapEmbedder, requires=("torch",))
 EMBEDDERS.register("encodec", EncodecEmbedder, requires=("transformers",))
+EMBEDDERS.register("openl3", OpenL3Embedder, extra="fad", requires=("torchopenl3",))
 
 
 def get_embedder(name: str, **options: object) -> Embedder:

@@ -14,6 +14,7 @@ REFERENCE_PINS = {
     "laion_clap": ("laion", "laion_clap==1.1.7"),
     "msclap": ("msclap", "msclap==1.3.4"),
     "audiobox_aesthetics": ("aesthetics", "audiobox_aesthetics==0.0.4"),
+    "torchopenl3": ("fad", "torchopenl3==1.0.1"),
 }
 """Top-level package -> (ttaeval extra, pinned release installed with --no-deps)."""
 

@@ -194,6 +194,20 @@ def audioldm_eval_metrics(
     return out
 
 
+def audiocaps_sam_metrics(generated: Sequence[Clip], reference: Sequence[Clip], openl3) -> dict[str, float]:
+    """stable-audio-metrics' FD of ``generated`` against ``reference`` clips on OpenL3 frames.
+
+    ``openl3``: an ``OpenL3Embedder`` (SAM's AudioCaps setting: ``channels=2``, ``bandwidth=44100``,
+    env model, hop 0.5 s). Reference statistics are cached by content when the embedder is given
+    the same clips again (``embedders.reference_stats``).
+    """
+    from ttaeval.embedders import reference_stats
+    from ttaeval.frechet import GaussianStats
+
+    stats = GaussianStats.from_embeddings(openl3.fad_samples(generated))
+    return {"FD_openl3": stats.frechet_distance(reference_stats(openl3, reference))}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A named metric definition: scorers with their released checkpoints, and set formulas.
@@ -316,10 +330,11 @@ PROTOCOLS.register(
         details="""
 LAION-CLAP fusion at 48 kHz, int16 round trip, 10 s windows (repeat-padded when shorter; longer
 clips covered by evenly spaced full windows, averaged — the package itself draws random chunks).
-KL(gen || ref) as stable-audio-metrics defines it (softmax of window-averaged PaSST logits) is
-ttaeval.setmetrics.kl_sam; the PaSST and OpenL3 models it needs are not loaded by this version.""",
+OpenL3 through torchopenl3's PyTorch port of the network (stable-audio-metrics runs the
+TensorFlow original, which is not reachable here). KL(gen || ref) as stable-audio-metrics defines
+it (softmax of window-averaged PaSST logits) is ttaeval.setmetrics.kl_sam; the PaSST model it
+needs is not loaded by this version.""",
         unavailable=(
-            "FD_openl3: Frechet distance on OpenL3 embeddings (no OpenL3 loader yet)",
             "KL_passt: KL(gen || ref) on PaSST posteriors (no PaSST loader yet; formula: setmetrics.kl_sam)",
         ),
     ),
