@@ -59,7 +59,7 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
     import test_clap_msclap
     import torch
 
-    for package in ("laion_clap", "audiobox_aesthetics", "torchvggish"):
+    for package in ("laion_clap", "audiobox_aesthetics", "torchvggish", "torchopenl3"):
         reference_package(package)
     from helpers import bpe_tokenizer
 
@@ -74,6 +74,12 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
     pann = test_backbones.fad_pann_module()
     torch.save(
         {"model": pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527).state_dict()}, tmp_path / "panns.pth"
+    )
+    from torchopenl3.models import PytorchOpenl3
+
+    torch.save(
+        PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env").state_dict(),
+        tmp_path / "l3.pth",
     )
     tv = reference_package("torchvggish")
     torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), tmp_path / "vggish.pth")
@@ -95,6 +101,7 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
             "mini": {},
             "panns": {"checkpoint": str(tmp_path / "panns.pth")},
             "vggish": {"checkpoint": str(tmp_path / "vggish.pth")},
+            "openl3": {"checkpoint": str(tmp_path / "l3.pth"), "channels": 2},
         },
     }
     runs = [
@@ -117,5 +124,6 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
         "mini",
         "panns",
         "vggish",
+        "openl3",
     }
     assert first == second
