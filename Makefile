@@ -9,7 +9,7 @@ DEMO := demo_out
 # The published packages whose model code the real backends use, installed without their
 # dependencies (they would pin numpy<2 or replace torch with a CUDA build; see pyproject's extras).
 REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4 \
-	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1
+	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1 hear21passt==0.0.26
 
 .PHONY: test demo bench lint clean
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, from the builds this machine serves (torchvision is what laion_clap needs);
 	# a plain `pip install torch` would download a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad]'
+	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
 	touch $@
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,7 +171,7 @@ def test_openl3_frames_equal_torchopenl3(tmp_path):
     model = PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env").eval()
     torch.save(model.state_dict(), tmp_path / "openl3.pth")
     rng = np.random.default_rng(6)
-    x = (0.3 * rng.standard_normal(int(48_000 * 2.3))).astype(np.float32)
+    x = np.clip(0.3 * rng.standard_normal(int(48_000 * 2.3)), -0.8, 0.8).astype(np.float32)
     x[0] = 0.9  # the peak: normalised to -1 dBFS
     mono = get_embedder("openl3", checkpoint=str(tmp_path / "openl3.pth"), bandwidth=48_000)
     ours = mono.embed_frames([Clip(x[None], 48_000)])[0]
@@ -189,3 +190,72 @@ def test_openl3_frames_equal_torchopenl3(tmp_path):
     assert audiocaps_sam_metrics(ref, ref, sam)["FD_openl3"] == 0.0
     hum = [Clip(0.5 * np.sin(np.arange(24_000, dtype=np.float32) / 5)[None], 16_000)] * 3
     assert audiocaps_sam_metrics(hum, ref, sam)["FD_openl3"] > 0
+
+
+def test_passt_logits_equal_hear21passt(tmp_path):
+    """Our PaSST path vs hear21passt's own ``AugmentMelSTFT`` (eval) + network on the same weights.
+
+    hear21passt's preprocessing imports torchaudio, which cannot be installed here: a stand-in
+    module supplies only ``torchaudio.compliance.kaldi.get_mel_banks`` (our ``kaldi_mel_banks``,
+    checked on its own below) so that the package's pre-emphasis, STFT, power, log and
+    normalisation code runs as the reference.
+    """
+    import contextlib
+    import io
+    import types
+
+    reference_package("hear21passt")
+    reference_package("timm")
+    from ttaeval.backbones.passt import kaldi_mel_banks, passt_models
+
+    banks = kaldi_mel_banks()
+    # Kaldi's filters: 128 triangles peaking at 1 on the mel grid between 0 and 15 kHz, none above
+    assert banks.shape == (128, 513) and banks.max() <= 1.0 and banks[:, 481:].max() == 0.0
+    assert np.all(banks.sum(axis=1) > 0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = (
+            passt_models()
+            .passt.get_model(
+                arch="passt_s_swa_p16_128_ap476", pretrained=False, fstride=10, tstride=10, input_tdim=998
+            )
+            .eval()
+        )
+    torch.save(net.state_dict(), tmp_path / "passt.pt")
+
+    fake = types.ModuleType("torchaudio")
+    kaldi = types.SimpleNamespace(
+        get_mel_banks=lambda n, fft, sr, lo, hi, **k: (torch.from_numpy(banks[:, :-1]), None)
+    )
+    fake.compliance = types.SimpleNamespace(kaldi=kaldi)
+    fake.transforms = types.SimpleNamespace(
+        FrequencyMasking=lambda *a, **k: None, TimeMasking=lambda *a, **k: None
+    )
+    saved = sys.modules.get("torchaudio")
+    sys.modules["torchaudio"] = fake
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "_reference_passt_preprocess",
+            Path(importlib.util.find_spec("hear21passt").submodule_search_locations[0])
+            / "models"
+            / "preprocess.py",
+        )
+        preprocess = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(preprocess)
+        mel = preprocess.AugmentMelSTFT(n_mels=128, sr=32000, win_length=800, hopsize=320, n_fft=1024,
+                                        freqm=0, timem=0, htk=False, fmin=0.0, fmax=None, norm=1,
+                                        fmin_aug_range=10, fmax_aug_range=2000).eval()  # fmt: skip
+    finally:
+        sys.modules.pop("torchaudio") if saved is None else sys.modules.__setitem__("torchaudio", saved)
+
+    embedder = get_embedder("passt", checkpoint=str(tmp_path / "passt.pt"))
+    rng = np.random.default_rng(7)
+    for seconds in (1.2, 6.0):  # under 15% of a window: kept short; else zero-padded to 10 s
+        x = np.clip(0.1 * rng.standard_normal(int(32_000 * seconds)), -0.5, 0.5).astype(np.float32)
+        x[3] = 0.8  # the peak
+        ours = embedder.logits([Clip(x[None], 32_000)])[0]
+        w = x * np.float32(10 ** (-1 / 20) / 0.8)
+        if seconds > 1.5:
+            w = np.pad(w, (0, 320_000 - len(w)))
+        with torch.no_grad():
+            theirs = net(mel(torch.from_numpy(w)[None])[:, None])[0][0].numpy()
+        assert np.allclose(ours, theirs, atol=1e-4), np.abs(ours - theirs).max()

@@ -8,6 +8,7 @@ every CLAP backend) and print each value as ``float.hex``, plus a digest of the 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -59,7 +60,7 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
     import test_clap_msclap
     import torch
 
-    for package in ("laion_clap", "audiobox_aesthetics", "torchvggish", "torchopenl3"):
+    for package in ("laion_clap", "audiobox_aesthetics", "torchvggish", "torchopenl3", "hear21passt", "timm"):
         reference_package(package)
     from helpers import bpe_tokenizer
 
@@ -81,6 +82,16 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
         PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env").state_dict(),
         tmp_path / "l3.pth",
     )
+    import contextlib
+    import io
+
+    from ttaeval.backbones.passt import passt_models
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        passt = passt_models().passt.get_model(
+            arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998
+        )
+    torch.save(passt.state_dict(), tmp_path / "passt.pt")
     tv = reference_package("torchvggish")
     torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), tmp_path / "vggish.pth")
 
@@ -102,17 +113,24 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
             "panns": {"checkpoint": str(tmp_path / "panns.pth")},
             "vggish": {"checkpoint": str(tmp_path / "vggish.pth")},
             "openl3": {"checkpoint": str(tmp_path / "l3.pth"), "channels": 2},
+            "passt": {"checkpoint": str(tmp_path / "passt.pt")},
         },
     }
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", SCRIPT, json.dumps(cfg)], capture_output=True, text=True, timeout=600
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core each
+    procs = [  # two independent processes, side by side
+        subprocess.Popen(
+            [sys.executable, "-c", SCRIPT, json.dumps(cfg)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for _ in range(2)
     ]
-    for run in runs:
-        assert run.returncode == 0, run.stderr[-3000:]
-    first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
     assert set(first) == {
         "signal",
         "clap:mini",
@@ -125,5 +143,6 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
         "panns",
         "vggish",
         "openl3",
+        "passt",
     }
     assert first == second

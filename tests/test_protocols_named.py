@@ -35,7 +35,8 @@ def test_scorer_specs_need_every_weight():
         tta.scorer_specs({"msclap": "a", "gpt2": "b"})
     with pytest.raises(ValueError, match="has no weights"):
         tta.scorer_specs({"msclap": "a", "gpt2": "b", "aesthetics": "c", "extra": "d"})
-    assert get_protocol("audiocaps-sam").unavailable  # says what it cannot compute yet
+    sam = get_protocol("audiocaps-sam").explain()
+    assert "OpenL3" in sam and "PaSST" in sam and "KL(gen || ref)" in sam
 
 
 def test_score_with_a_protocol_but_missing_weights_is_a_usage_error(tmp_path):

@@ -3,8 +3,8 @@
 One small class per embedding model (like fadtk's model loaders), registered lazily by name:
 ``mini`` (clap-mini), ``panns`` (Cnn14, 2048-d, with 527 class logits for KL/IS), ``vggish``
 (128-d per 0.96 s example: FAD statistics over examples, as the FAD paper), ``encodec`` (encoder
-frames before quantisation), ``openl3`` (stable-audio-metrics' FD embedding), ``clap`` (any CLAP
-scorer backend's audio embedding). Every embedder is deterministic.
+frames before quantisation), ``openl3`` (stable-audio-metrics' FD embedding), ``passt`` (its KL
+logits), ``clap`` (any CLAP scorer backend's audio embedding). Every embedder is deterministic.
 """
 
 from __future__ import annotations
@@ -320,6 +320,62 @@ class OpenL3Embedder(Embedder):
         return out
 
 
+class PasstEmbedder(Embedder):
+    """PaSST's 527 AudioSet logits per clip, as stable-audio-metrics computes them for its KL:
+    peak-normalised to -1 dBFS, 32 kHz, 10 s windows every 5 s (``backbones.passt.sam_windows``),
+    logits averaged over windows (``collect="max"``: maximum). Softmax them for posteriors
+    (``setmetrics.kl_sam`` does)."""
+
+    name = "passt"
+    sample_rate = 32_000
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        arch: str = "passt_s_swa_p16_128_ap476",
+        collect: str = "mean",
+        device: str = "cpu",
+    ) -> None:
+        from ttaeval.backbones.passt import PasstMel, load_passt
+
+        if not checkpoint or not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"passt checkpoint not found: {checkpoint} (checkpoint=PATH to the {arch} weights)"
+            )
+        if collect not in ("mean", "max"):
+            raise ValueError(f"passt collect must be 'mean' or 'max', got {collect!r}")
+        self.net = load_passt(checkpoint, arch, device)
+        self.mel = PasstMel().to(device)
+        self.collect, self.device = collect, device
+        self._identity = {"weights": weights_digest(Path(checkpoint)), "arch": arch, "collect": collect}
+
+    def identity(self) -> dict[str, object]:
+        return self._identity
+
+    def embed_prepared(self, clips: Sequence[Clip]) -> np.ndarray:
+        import torch
+
+        from ttaeval.backbones.passt import sam_windows
+
+        out = []
+        for c in clips:
+            x = c.audio[0].astype(np.float64)
+            peak = np.max(np.abs(x))
+            x = (x * (10 ** (-1 / 20) / peak) if peak > 0 else x).astype(np.float32)
+            logits = []
+            with torch.inference_mode():
+                for w in sam_windows(x):
+                    spec = self.mel(torch.from_numpy(w)[None].to(self.device))
+                    logits.append(self.net(spec[:, None])[0][0].float().cpu().numpy())
+            stack = np.stack(logits)
+            out.append(stack.mean(0) if self.collect == "mean" else stack.max(0))
+        return np.stack(out)
+
+    def logits(self, clips: Sequence[Clip]) -> np.ndarray:
+        """``(n, 527)`` window-collected logits."""
+        return self.embed(clips)
+
+
 class ClapEmbedder(Embedder):
     """The audio embedding of any CLAP scorer backend, e.g. ``ClapEmbedder("clap:laion,checkpoint=...")``."""
 
@@ -347,6 +403,7 @@ EMBEDDERS.register("vggish", VGGishEmbedder, requires=("torch",))
 EMBEDDERS.register("clap", ClapEmbedder, requires=("torch",))
 EMBEDDERS.register("encodec", EncodecEmbedder, requires=("transformers",))
 EMBEDDERS.register("openl3", OpenL3Embedder, extra="fad", requires=("torchopenl3",))
+EMBEDDERS.register("passt", PasstEmbedder, extra="fad", requires=("hear21passt",))
 
 
 def get_embedder(name: str, **options: object) -> Embedder:

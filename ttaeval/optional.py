@@ -15,6 +15,7 @@ REFERENCE_PINS = {
     "msclap": ("msclap", "msclap==1.3.4"),
     "audiobox_aesthetics": ("aesthetics", "audiobox_aesthetics==0.0.4"),
     "torchopenl3": ("fad", "torchopenl3==1.0.1"),
+    "hear21passt": ("passt", "hear21passt==0.0.26"),
 }
 """Top-level package -> (ttaeval extra, pinned release installed with --no-deps)."""
 

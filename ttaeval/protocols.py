@@ -194,18 +194,35 @@ def audioldm_eval_metrics(
     return out
 
 
-def audiocaps_sam_metrics(generated: Sequence[Clip], reference: Sequence[Clip], openl3) -> dict[str, float]:
-    """stable-audio-metrics' FD of ``generated`` against ``reference`` clips on OpenL3 frames.
+def audiocaps_sam_metrics(
+    generated: Sequence[Clip], reference: Sequence[Clip], openl3, passt=None
+) -> dict[str, float]:
+    """stable-audio-metrics' set metrics of ``generated`` against ``reference`` clips.
 
     ``openl3``: an ``OpenL3Embedder`` (SAM's AudioCaps setting: ``channels=2``, ``bandwidth=44100``,
-    env model, hop 0.5 s). Reference statistics are cached by content when the embedder is given
-    the same clips again (``embedders.reference_stats``).
+    env model, hop 0.5 s) for FD_openl3 (lower). ``passt``: a ``PasstEmbedder`` for KL_passt, the
+    mean over clips paired by prompt id of KL(gen || ref) on softmax posteriors (lower).
     """
     from ttaeval.embedders import reference_stats
     from ttaeval.frechet import GaussianStats
+    from ttaeval.setmetrics import kl_sam
 
     stats = GaussianStats.from_embeddings(openl3.fad_samples(generated))
-    return {"FD_openl3": stats.frechet_distance(reference_stats(openl3, reference))}
+    out = {"FD_openl3": stats.frechet_distance(reference_stats(openl3, reference))}
+    if passt is not None:
+        ref_index = {c.prompt.id: i for i, c in enumerate(reference) if c.prompt is not None}
+        pairs = [
+            (i, ref_index[c.prompt.id])
+            for i, c in enumerate(generated)
+            if c.prompt and c.prompt.id in ref_index
+        ]
+        out["KL_pairs"] = float(len(pairs))
+        if pairs:
+            g, r = (list(ix) for ix in zip(*pairs))
+            out["KL_passt"] = kl_sam(
+                passt.logits([generated[i] for i in g]), passt.logits([reference[i] for i in r])
+            )
+    return out
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,46 @@ def pool_windows(per_window: np.ndarray, owner: Sequence[int], count: int) -> np
     return sums.astype(np.float32)
 
 
+def check_tokenizer(tokenizer, where: str) -> None:
+    """Refuse a tokenizer that encodes words to nothing but special tokens.
+
+    Under HF_HUB_OFFLINE=1, transformers 5 returns an *empty* tokenizer (only special tokens) for a
+    name it cannot fetch instead of raising: a CLAP whose text side silently encodes nothing.
+    """
+    hint = "it is empty or wrong; point the backend at a folder with its tokenizer files"
+    try:
+        ids = tokenizer("a dog barks", add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # the Rust tokenizers raise a bare Exception for an empty vocabulary
+        raise ValueError(f"{where}: the tokenizer cannot encode 'a dog barks' ({exc}): {hint}") from None
+    special = set(tokenizer.all_special_ids)
+    if not ids or all(i in special or i == tokenizer.unk_token_id for i in ids):
+        raise ValueError(
+            f"{where}: the tokenizer encodes 'a dog barks' to no real token "
+            f"(vocabulary of {len(tokenizer)} entries): {hint}"
+        )
+
+
+def local_text_model(text_model: str, where: str, copy_of: str):
+    """A text tower's config and checked tokenizer from a folder or the Hugging Face cache (never
+    the hub), and what names them in a scorer id (the folder's digest, or the cache name).
+
+    The towers' weights come from the CLAP checkpoints; only config and tokenizer are read here.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(text_model, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(text_model, local_files_only=True)
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"{where}: no local config/tokenizer ({str(exc).splitlines()[0]}); "
+            f"set text_model=DIR to a copy of {copy_of} (config.json + tokenizer files)"
+        ) from None
+    check_tokenizer(tokenizer, where)
+    folder = Path(text_model)
+    return config, tokenizer, weights_digest(folder) if folder.is_dir() else text_model
+
+
 class ClapScorer(Scorer):
     """Score = raw cosine of L2-normalised audio and text embeddings; keeps each clip's audio
     embedding as the ``audio_embedding`` artefact (for FAD with that CLAP).

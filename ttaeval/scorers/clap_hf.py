@@ -17,26 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
-
-
-def check_tokenizer(tokenizer, where: str) -> None:
-    """Refuse a tokenizer that encodes words to nothing but special tokens.
-
-    Under HF_HUB_OFFLINE=1, transformers 5 returns an *empty* tokenizer (only special tokens) for a
-    name it cannot fetch instead of raising: a CLAP whose text side silently encodes nothing.
-    """
-    hint = "it is empty or wrong; point model= at a folder with its tokenizer files"
-    try:
-        ids = tokenizer("a dog barks", add_special_tokens=False)["input_ids"]
-    except Exception as exc:  # the Rust tokenizers raise a bare Exception for an empty vocabulary
-        raise ValueError(f"{where}: the tokenizer cannot encode 'a dog barks' ({exc}): {hint}") from None
-    special = set(tokenizer.all_special_ids)
-    if not ids or all(i in special or i == tokenizer.unk_token_id for i in ids):
-        raise ValueError(
-            f"{where}: the tokenizer encodes 'a dog barks' to no real token "
-            f"(vocabulary of {len(tokenizer)} entries): {hint}"
-        )
+from ttaeval.scorers.clap_common import (
+    ClapScorer,
+    check_tokenizer,
+    pool_windows,
+    split_windows,
+    weights_digest,
+)
 
 
 @dataclass

@@ -42,8 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.optional import import_reference
-from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
-from ttaeval.scorers.clap_hf import check_tokenizer
+from ttaeval.scorers.clap_common import (
+    ClapScorer,
+    local_text_model,
+    pool_windows,
+    split_windows,
+    weights_digest,
+)
 
 WINDOW_SAMPLES = 480_000
 """LAION-CLAP's 10 s window at 48 kHz (``clip_samples`` of every HTSAT config)."""
@@ -175,7 +180,8 @@ class LaionClapScorer(ClapScorer):
                     "clap:laion crop=random with a fusion checkpoint runs laion_clap's own get_mel, "
                     "which needs torchaudio; use crop=windows"
                 )
-        config, self._tokenizer = self._text_side()
+        where = f"clap:laion text_model={self.text_model}"
+        config, self._tokenizer, self._text_digest = local_text_model(self.text_model, where, "roberta-base")
         with _text_tower_from(config):
             module = laion_clap.CLAP_Module(enable_fusion=fusion, device=self.device, amodel=self.amodel)
         try:
@@ -187,30 +193,12 @@ class LaionClapScorer(ClapScorer):
             ) from None
         self._module = module.to(self.device).eval()
         self._digest = weights_digest(path)
-        text_dir = Path(self.text_model)
-        self._text_digest = weights_digest(text_dir) if text_dir.is_dir() else self.text_model
         self._fusion = fusion
         self._audio_cfg = module.model_cfg["audio_cfg"]
 
     def _cached_checkpoint(self, laion_clap) -> Path:
         fusion = bool(self.fusion)
         return Path(laion_clap.__file__).parent / DOWNLOAD_NAMES[fusion]
-
-    def _text_side(self):
-        """RoBERTa config and tokenizer from ``text_model``, read locally only."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        where = f"clap:laion text_model={self.text_model}"
-        try:
-            config = AutoConfig.from_pretrained(self.text_model, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(self.text_model, local_files_only=True)
-        except OSError as exc:
-            raise FileNotFoundError(
-                f"{where}: no local RoBERTa config/tokenizer ({str(exc).splitlines()[0]}); "
-                "set text_model=DIR to a copy of roberta-base (config.json + tokenizer files)"
-            ) from None
-        check_tokenizer(tokenizer, where)
-        return config, tokenizer
 
     def identity_options(self) -> dict[str, object]:
         options = {"weights": self._digest, "amodel": self.amodel, "fusion": self._fusion}

@@ -36,8 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.optional import install_hint
-from ttaeval.scorers.clap_common import ClapScorer, pool_windows, split_windows, weights_digest
-from ttaeval.scorers.clap_hf import check_tokenizer
+from ttaeval.scorers.clap_common import (
+    ClapScorer,
+    local_text_model,
+    pool_windows,
+    split_windows,
+    weights_digest,
+)
 
 STALE_BUFFERS = (".attn.bias", ".attn.masked_bias", ".position_ids")
 """Buffers older transformers saved and newer ones no longer have (GPT-2 attention masks)."""
@@ -120,7 +125,9 @@ class MsClapScorer(ClapScorer):
             )
         args = yaml.safe_load((models.config_dir / "config_2023.yml").read_text())
         self._args = args
-        config, self._tokenizer = self._text_side()
+        where = f"clap:msclap text_model={self.text_model}"
+        config, self._tokenizer, self._text_digest = local_text_model(self.text_model, where, "gpt2")
+        self._tokenizer.add_special_tokens({"pad_token": "!"})  # as msclap's wrapper
         with _text_tower_from(models.clap, config):
             model = models.clap.CLAP(
                 audioenc_name=args["audioenc_name"],
@@ -148,25 +155,6 @@ class MsClapScorer(ClapScorer):
         self._model = model.to(self.device).eval()
         self._window = int(args["duration"] * args["sampling_rate"])
         self._digest = weights_digest(Path(self.checkpoint))
-        text_dir = Path(self.text_model)
-        self._text_digest = weights_digest(text_dir) if text_dir.is_dir() else self.text_model
-
-    def _text_side(self):
-        """GPT-2 config and tokenizer from ``text_model``, read locally only; '!' is the pad token."""
-        from transformers import AutoConfig, AutoTokenizer
-
-        where = f"clap:msclap text_model={self.text_model}"
-        try:
-            config = AutoConfig.from_pretrained(self.text_model, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(self.text_model, local_files_only=True)
-        except OSError as exc:
-            raise FileNotFoundError(
-                f"{where}: no local GPT-2 config/tokenizer ({str(exc).splitlines()[0]}); "
-                "set text_model=DIR to a copy of gpt2 (config.json + tokenizer files)"
-            ) from None
-        check_tokenizer(tokenizer, where)
-        tokenizer.add_special_tokens({"pad_token": "!"})
-        return config, tokenizer
 
     def identity_options(self) -> dict[str, object]:
         options = {"weights": self._digest, "text": self._text_digest, "crop": self.crop}
