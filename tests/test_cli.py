@@ -275,3 +275,61 @@ def test_demo_folders_score_end_to_end(tmp_path):
     clipping = board[board["metric"] == "signal/clipping_ratio"].set_index("system")["mean"]
     assert clipping["faulty"] > 0.01 > clipping["clean"]
     assert board[board["system"] == "faulty"]["n_failed"].max() == 1
+
+
+def test_correlate_metrics_with_human_ratings(tmp_path):
+    import scipy.stats
+
+    folder = tmp_path / "sys"
+    folder.mkdir()
+    gains = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    for i, g in enumerate(gains, start=1):
+        sf.write(folder / f"prompt_{i:04d}.wav", (g * tone(300, 1.0) / 0.5).T, 16_000)
+    assert (
+        cli(
+            "score",
+            folder,
+            "--prompts",
+            make_suite(tmp_path),
+            "--scorer",
+            "signal",
+            "--out",
+            tmp_path / "run",
+        ).exit_code
+        == 0
+    )
+    rng = np.random.default_rng(0)
+    ovl = np.array(gains) * 10 + rng.normal(0, 0.5, len(gains))  # louder clips rated higher, noisily
+    ratings = pd.DataFrame({"prompt_id": [f"prompt_{i:04d}" for i in range(1, 9)], "OVL": ovl})
+    ratings.loc[len(ratings)] = ["prompt_0099", 5.0]  # a rating with no clip: left out
+    ratings.to_csv(tmp_path / "human.csv", index=False)
+    result = cli(
+        "correlate",
+        tmp_path / "run",
+        "--human",
+        tmp_path / "human.csv",
+        "--metric",
+        "signal/peak",
+        "--format",
+        "csv",
+    )
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(io.StringIO(result.stdout)).iloc[0]
+    peaks = pd.read_csv(io.StringIO(cli("export", tmp_path / "run").stdout)).sort_values("prompt_id")[
+        "signal/peak"
+    ]
+    assert row["n"] == 8
+    assert row["LCC"] == pytest.approx(scipy.stats.pearsonr(peaks, ovl).statistic)
+    assert row["SRCC"] == pytest.approx(scipy.stats.spearmanr(peaks, ovl).statistic)
+    assert row["KTAU"] == pytest.approx(scipy.stats.kendalltau(peaks, ovl).statistic)
+    assert row["SRCC_low"] <= row["SRCC"] <= row["SRCC_high"]
+    markdown = cli(
+        "correlate", tmp_path / "run", "--human", tmp_path / "human.csv", "--metric", "signal/peak"
+    )
+    assert "| signal/peak | OVL | 8 |" in markdown.stdout
+    # bad ratings are usage errors that name the file and the problem
+    pd.DataFrame({"clip": ["a"], "OVL": [1.0]}).to_csv(tmp_path / "bad.csv", index=False)
+    bad = cli("correlate", tmp_path / "run", "--human", tmp_path / "bad.csv")
+    assert bad.exit_code == 2 and "prompt_id" in bad.output
+    unknown = cli("correlate", tmp_path / "run", "--human", tmp_path / "human.csv", "--metric", "nope/x")
+    assert unknown.exit_code == 2 and "no metric 'nope/x'" in unknown.output

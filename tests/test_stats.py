@@ -78,3 +78,20 @@ def test_paired_difference_uses_only_shared_prompts():
     b = pd.Series([0.0, np.nan, 1.0, 5.0], index=["x", "y", "z", "w"])
     diff = paired_difference(a, b)
     assert diff.n == 2 and diff.mean == pytest.approx(1.5)
+
+
+def test_correlations_drop_nan_pairs_and_are_seeded():
+    import math
+
+    import scipy.stats
+
+    from ttaeval.stats import correlation
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan, 7.0, 8.0])
+    y = np.array([2.0, 1.0, 4.0, 3.0, 6.0, 5.0, np.nan, 9.0])
+    keep = np.isfinite(x) & np.isfinite(y)
+    est = correlation(x, y, "KTAU", seed=1)
+    assert est.n == 6 and est.mean == pytest.approx(scipy.stats.kendalltau(x[keep], y[keep]).statistic)
+    assert est == correlation(x, y, "KTAU", seed=1)  # same seed, same interval
+    assert est.low <= est.mean <= est.high
+    assert math.isnan(correlation(x, np.ones_like(x), "LCC").mean)  # a constant side has no correlation

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +25,8 @@ from ttaeval.prompts import PromptError, load_prompts
 from ttaeval.protocols import PROTOCOLS, get_protocol
 from ttaeval.report.tables import (
     clip_table,
+    correlations_markdown,
+    human_correlations,
     leaderboard,
     leaderboard_markdown,
     tta_bench_markdown,
@@ -220,6 +223,40 @@ def leaderboard_cmd(
         text = board.to_csv(index=False)
     else:
         text = board.to_json(orient="records", indent=1)
+    _write(text, output)
+
+
+@app.command()
+def correlate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    human: Annotated[
+        Path, typer.Option("--human", help="CSV: prompt_id[, system][, sample], rating columns.")
+    ],
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Column label/metric to correlate (default: all).")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Per-clip metrics against human ratings: LCC, SRCC, KTAU with bootstrap CIs."""
+    if format not in ("md", "csv", "json"):
+        raise _usage_error(f"--format must be md, csv or json, not {format!r}")
+    try:
+        ratings = pd.read_csv(human)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise _usage_error(f"{human}: cannot read the ratings ({exc})") from None
+    with _open_existing(run_dir) as store:
+        try:
+            table = human_correlations(store, ratings, metric, seed=seed)
+        except ValueError as exc:
+            raise _usage_error(f"{human}: {exc}") from None
+    if format == "md":
+        text = correlations_markdown(table)
+    else:
+        text = table.to_csv(index=False) if format == "csv" else table.to_json(orient="records", indent=1)
     _write(text, output)
 
 

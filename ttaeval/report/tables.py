@@ -162,3 +162,61 @@ def tta_bench_markdown(summary: pd.DataFrame) -> str:
         "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) (lower = fairer)."
     )
     return "\n".join(out) + "\n"
+
+
+def human_correlations(
+    store: RunStore, ratings: pd.DataFrame, metrics: list[str] | None = None, *, seed: int = 0
+) -> pd.DataFrame:
+    """LCC, SRCC and KTAU (with bootstrap CIs) of per-clip metrics against human ratings.
+
+    ``ratings`` has ``prompt_id``, optionally ``system`` and ``sample``, and one numeric column per
+    rating (e.g. RELATE's REL and OVL). Clips are matched on the key columns the ratings have; without
+    ``sample`` a prompt's samples are averaged first; without ``system`` the run must hold one system.
+    One row per metric and rating: ``n`` pairs, each coefficient with ``_low``/``_high``.
+    """
+    from ttaeval.stats import CORRELATIONS, correlation
+
+    if "prompt_id" not in ratings.columns:
+        raise ValueError(
+            f"the ratings need a prompt_id column; they have {', '.join(map(str, ratings.columns))}"
+        )
+    keys = [k for k in KEY_COLUMNS if k in ratings.columns]
+    rating_cols = [c for c in ratings.columns if c not in keys and pd.api.types.is_numeric_dtype(ratings[c])]
+    if not rating_cols:
+        raise ValueError("the ratings have no numeric rating column besides the keys")
+    table = clip_table(store)
+    metric_cols = metrics or [c for c in table.columns if "/" in c]
+    missing = [m for m in metric_cols if m not in table.columns]
+    if missing:
+        raise ValueError(
+            f"no metric {missing[0]!r} in the run; it has {', '.join(c for c in table.columns if '/' in c)}"
+        )
+    if "system" not in keys and table["system"].nunique() > 1:
+        systems = ", ".join(sorted(table["system"].unique()))
+        raise ValueError(f"the run holds systems {systems}: add a system column to the ratings")
+    scores = table.groupby(keys, as_index=False)[metric_cols].mean()
+    joined = scores.merge(ratings[[*keys, *rating_cols]], on=keys, how="inner")
+    rows = []
+    for metric in metric_cols:
+        for rating in rating_cols:
+            row: dict[str, object] = {"metric": metric, "rating": rating}
+            for kind in CORRELATIONS:
+                est = correlation(joined[metric].to_numpy(), joined[rating].to_numpy(), kind, seed=seed)
+                row.update({"n": est.n, kind: est.mean, f"{kind}_low": est.low, f"{kind}_high": est.high})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def correlations_markdown(table: pd.DataFrame) -> str:
+    """``value [low, high]`` per coefficient, one row per metric and rating."""
+    lines = ["| metric | rating | n | LCC | SRCC | KTAU |", "|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        cells = [
+            f"{_fmt(r[k])} [{_fmt(r[k + '_low'])}, {_fmt(r[k + '_high'])}]" for k in ("LCC", "SRCC", "KTAU")
+        ]
+        lines.append(f"| {r['metric']} | {r['rating']} | {r['n']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Pearson (LCC), Spearman (SRCC), Kendall tau-b (KTAU); 95% percentile bootstrap over pairs.",
+    ]
+    return "\n".join(lines) + "\n"
