@@ -1,0 +1,133 @@
+"""judge:hf on a tiny random-initialised Qwen2-Audio built offline from configs.
+
+The processor (Whisper feature extractor with a 4 s window, a BPE tokenizer trained in-process with
+Qwen's audio placeholder tokens, a chat template) and the model are saved with ``save_pretrained``
+and loaded by the scorer; its batched, left-padded scores must equal a direct, unbatched model
+call per question.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import CORPUS, bpe_tokenizer
+from ttaeval import Clip, Prompt, get_scorer
+
+SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|audio_bos|>",
+    "<|AUDIO|>",
+    "<|audio_eos|>",
+    "<unk>",
+)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_qwen2_audio(folder):
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioEncoderConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2AudioProcessor,
+        Qwen2Config,
+        WhisperFeatureExtractor,
+    )
+
+    words = "Does this audio contain the sound events described by the text Yes No Can you hear in"
+    tok = bpe_tokenizer(
+        CORPUS + [words] * 20, special=SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", unk_token="<unk>",
+    )  # fmt: skip
+    tok.add_special_tokens({"additional_special_tokens": list(SPECIAL[1:6])})
+    fe = WhisperFeatureExtractor(
+        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
+    )
+    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE)
+    config = Qwen2AudioConfig(
+        audio_config=Qwen2AudioEncoderConfig(
+            num_mel_bins=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+            max_source_positions=200,
+        ),
+        text_config=Qwen2Config(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1,
+        ),
+        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model, processor
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("judge")
+    model, processor = save_tiny_qwen2_audio(folder)
+    return folder, model, processor
+
+
+def direct_yes_score(model, processor, audio: np.ndarray, question: str) -> float:
+    """One question, one clip, no padding: the reference."""
+    conversation = [
+        {"role": "user", "content": [{"type": "audio", "audio_url": "x"}, {"type": "text", "text": question}]}
+    ]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], audio=[audio], sampling_rate=16_000, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**inputs).logits[0, -1].float(), -1)
+    yes, no = (processor.tokenizer.convert_tokens_to_ids(t) for t in ("Yes", "No"))
+    return float(probs[yes] / (probs[yes] + probs[no]))
+
+
+def test_batched_scores_equal_direct_unbatched_calls(tiny):
+    folder, model, processor = tiny
+    scorer = get_scorer(f"judge:hf,model={folder},batch_size=3")
+    rng = np.random.default_rng(0)
+    prompts = [
+        Prompt("a", "a dog barks loudly", "accuracy", {"event_list": ["a dog barking", "rain"]}),
+        Prompt("b", "rain falls on a roof"),
+        Prompt(
+            "c",
+            "a bell rings twice and an engine idles",
+            "accuracy",
+            {"event_list": ["a bell", "an engine", "wind"]},
+        ),
+    ]
+    audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (1.5, 3, 2.2)]
+    results = scorer.score([Clip(a[None], 16_000, p) for a, p in zip(audio, prompts)])
+    t = scorer.templates
+    for a, p, r in zip(audio, prompts, results):
+        assert r.values["aqa"] == pytest.approx(
+            direct_yes_score(model, processor, a, t.aqa.format(caption=p.text)), abs=1e-5
+        )
+        events = p.attributes.get("event_list")
+        if events:
+            expected = np.mean(
+                [direct_yes_score(model, processor, a, t.event.format(event=e)) for e in events]
+            )
+            assert r.values["events"] == pytest.approx(expected, abs=1e-5)
+        else:
+            assert math.isnan(r.values["events"]) and r.errors["events"] == "the prompt has no event_list"
+    assert not results[1].failed  # aqa is there: the clip is scored, only events is missing
+    assert scorer.id.startswith("judge:hf@1,") and "templates=" in scorer.id and str(folder) not in scorer.id
+
+
+def test_answer_tokens_must_be_single_tokens(tiny):
+    folder, _, _ = tiny
+    with pytest.raises(ValueError, match="not one"):
+        get_scorer(f"judge:hf,model={folder},family=qwen3-omni")  # lowercase yes/no: several tokens here
+    with pytest.raises(FileNotFoundError, match="set model=DIR"):
+        get_scorer("judge:hf")
