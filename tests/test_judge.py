@@ -97,13 +97,18 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
     scorer = get_scorer(f"judge:hf,model={folder},batch_size=3")
     rng = np.random.default_rng(0)
     prompts = [
-        Prompt("a", "a dog barks loudly", "accuracy", {"event_list": ["a dog barking", "rain"]}),
+        Prompt(
+            "a",
+            "a dog barks, then rain",
+            "accuracy",
+            {"event_list": ["a dog barking", "rain"], "event_relation": "sequence"},
+        ),
         Prompt("b", "rain falls on a roof"),
         Prompt(
             "c",
             "a bell rings twice and an engine idles",
             "accuracy",
-            {"event_list": ["a bell", "an engine", "wind"]},
+            {"event_list": ["a bell", "an engine", "wind"], "event_relation": "parallelism"},
         ),
     ]
     audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (1.5, 3, 2.2)]
@@ -121,6 +126,16 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
             assert r.values["events"] == pytest.approx(expected, abs=1e-5)
         else:
             assert math.isnan(r.values["events"]) and r.errors["events"] == "the prompt has no event_list"
+    a_seq = direct_yes_score(model, processor, audio[0], t.sequence.format(events="a dog barking, then rain"))
+    assert results[0].values["relation"] == pytest.approx(a_seq, abs=1e-5)
+    c_par = direct_yes_score(
+        model, processor, audio[2], t.parallel.format(events="a bell and an engine and wind")
+    )
+    assert results[2].values["relation"] == pytest.approx(c_par, abs=1e-5)
+    assert (
+        math.isnan(results[1].values["relation"])
+        and "no sequence or parallelism" in results[1].errors["relation"]
+    )
     assert not results[1].failed  # aqa is there: the clip is scored, only events is missing
     assert scorer.id.startswith("judge:hf@1,") and "templates=" in scorer.id and str(folder) not in scorer.id
 

@@ -7,9 +7,12 @@ batch of clips goes through the model in padded batches (one forward pass per ba
 ``generate``: only the first token's distribution is read), and a score that cannot be read is NaN
 with the reason — never a silent 0.
 
-Metrics: ``aqa`` (the caption question) and ``events`` (for each item of the prompt's
-``event_list``, "Can you hear {event}?", the mean yes-score; NaN with a reason for prompts without
-an event list). Backend ``judge:hf``: a transformers Qwen2-Audio model and processor from a folder.
+Metrics: ``aqa`` (the caption question), ``events`` (for each item of the prompt's ``event_list``,
+"Can you hear {event}?", the mean yes-score) and ``relation`` (for TTA-Bench's ``sequence`` prompts,
+whether the listed events occur in that order; for ``parallelism``, whether they overlap). A prompt
+without an event list, or without a sequence/parallelism relation of two or more events, gets NaN
+with the reason for that metric. Backend ``judge:hf``: a transformers Qwen2-Audio model and
+processor from a folder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class JudgeTemplates:
         "Please only answer yes or no, without other explanations."
     )
     event: str = "Can you hear {event} in this audio? Please only answer yes or no."
+    sequence: str = (
+        "Do these sounds occur one after another in this order: {events}? Please only answer yes or no."
+    )
+    parallel: str = "Do these sounds occur at the same time: {events}? Please only answer yes or no."
     yes: tuple[str, ...] = ("Yes",)
     no: tuple[str, ...] = ("No",)
 
@@ -74,6 +81,9 @@ class HFJudgeScorer(Scorer):
     metrics = (
         MetricSpec("aqa", True, (0.0, 1.0), "P(yes)/(P(yes)+P(no)) for the caption question"),
         MetricSpec("events", True, (0.0, 1.0), "mean yes-score of 'Can you hear {event}?' over event_list"),
+        MetricSpec(
+            "relation", True, (0.0, 1.0), "yes-score of the order (sequence) or overlap (parallelism)"
+        ),
     )
 
     model: Path | None = None
@@ -153,16 +163,20 @@ class HFJudgeScorer(Scorer):
         asks: list[tuple[int, str, str]] = []  # (clip, metric, question)
         for i, clip in enumerate(clips):
             asks.append((i, "aqa", self.templates.aqa.format(caption=clip.prompt.text)))
-            for event in clip.prompt.attributes.get("event_list") or []:
+            events = clip.prompt.attributes.get("event_list") or []
+            for event in events:
                 asks.append((i, "events", self.templates.event.format(event=event)))
+            question = self._relation_question(clip.prompt.attributes.get("event_relation"), events)
+            if question:
+                asks.append((i, "relation", question))
         answers = self.yes_scores([clips[i].audio[0] for i, _, _ in asks], [q for _, _, q in asks])
         results = [ScoreResult({}, {}) for _ in clips]
         per_event: dict[int, list[float]] = {}
         for (i, metric, _), (value, reason) in zip(asks, answers):
-            if metric == "aqa":
-                results[i].values["aqa"] = value
+            if metric in ("aqa", "relation"):
+                results[i].values[metric] = value
                 if reason:
-                    results[i].errors["aqa"] = reason
+                    results[i].errors[metric] = reason
             elif not math.isnan(value):
                 per_event.setdefault(i, []).append(value)
         for i, r in enumerate(results):
@@ -174,4 +188,18 @@ class HFJudgeScorer(Scorer):
                 r.errors["events"] = (
                     "no event could be scored" if has_events else "the prompt has no event_list"
                 )
+            if "relation" not in r.values:
+                r.values["relation"] = math.nan
+                r.errors["relation"] = "the prompt states no sequence or parallelism of two or more events"
         return results
+
+    def _relation_question(self, relation: object, events: Sequence[str]) -> str | None:
+        """The order/overlap question for TTA-Bench's ``event_relation``, or None."""
+        if len(events) < 2:
+            return None
+        kind = str(relation or "").strip().lower()
+        if kind == "sequence":
+            return self.templates.sequence.format(events=", then ".join(events))
+        if kind in ("parallelism", "parallel"):
+            return self.templates.parallel.format(events=" and ".join(events))
+        return None
