@@ -231,6 +231,15 @@ class EncodecEmbedder(Embedder):
         return out
 
 
+def peak_normalize(audio: np.ndarray, dbfs: float = -1.0) -> np.ndarray:
+    """pyloudnorm's peak normalisation (stable-audio-metrics' first step), float64; silence is
+    returned as it is instead of divided by zero."""
+    import pyloudnorm
+
+    audio = np.asarray(audio, dtype=np.float64)
+    return pyloudnorm.normalize.peak(audio, dbfs) if np.any(audio) else audio
+
+
 class OpenL3Embedder(Embedder):
     """OpenL3 frame embeddings as stable-audio-metrics computes its FD (``openl3_fd``).
 
@@ -302,10 +311,7 @@ class OpenL3Embedder(Embedder):
 
         out = []
         for c in clips:
-            audio = c.audio.astype(np.float64)
-            peak = np.max(np.abs(audio))
-            if peak > 0:  # pyloudnorm.normalize.peak(audio, -1.0)
-                audio = audio * (10 ** (-1 / 20) / peak)
+            audio = peak_normalize(c.audio)
             per_channel = []
             for ch in audio:
                 wave = soxr.resample(ch, self.sample_rate, 48_000, quality="HQ").astype(np.float32)
@@ -359,9 +365,7 @@ class PasstEmbedder(Embedder):
 
         out = []
         for c in clips:
-            x = c.audio[0].astype(np.float64)
-            peak = np.max(np.abs(x))
-            x = (x * (10 ** (-1 / 20) / peak) if peak > 0 else x).astype(np.float32)
+            x = peak_normalize(c.audio[0]).astype(np.float32)
             logits = []
             with torch.inference_mode():
                 for w in sam_windows(x):

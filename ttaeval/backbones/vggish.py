@@ -12,6 +12,8 @@ Parameter names follow the torch port's released ``vggish-10086976.pth``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -26,6 +28,7 @@ def _hz_to_mel(f: np.ndarray) -> np.ndarray:
     return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)
 
 
+@functools.cache
 def mel_matrix() -> np.ndarray:
     """``(FFT // 2 + 1, MEL_BANDS)`` weights, triangles in the mel domain, DC row zero."""
     bins_mel = _hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, FFT // 2 + 1))
@@ -42,19 +45,14 @@ def log_mel_examples(wave: np.ndarray) -> np.ndarray:
     """``(examples, 96, 64)`` float32 log-mel patches of a 16 kHz mono waveform."""
     x = np.asarray(wave, dtype=np.float64)
     frames = 1 + (len(x) - WINDOW) // HOP if len(x) >= WINDOW else 0
-    if frames == 0:
+    count = 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_FRAMES if frames >= EXAMPLE_FRAMES else 0
+    if count == 0:
         return np.zeros((0, EXAMPLE_FRAMES, MEL_BANDS), np.float32)
     idx = np.arange(WINDOW)[None, :] + HOP * np.arange(frames)[:, None]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WINDOW) / WINDOW)  # periodic Hann
     spectrum = np.abs(np.fft.rfft(x[idx] * window, FFT))
     log_mel = np.log(spectrum @ mel_matrix() + 0.01)
-    count = 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_FRAMES if frames >= EXAMPLE_FRAMES else 0
-    starts = EXAMPLE_FRAMES * np.arange(count)
-    return (
-        np.stack([log_mel[s : s + EXAMPLE_FRAMES] for s in starts]).astype(np.float32)
-        if count
-        else (np.zeros((0, EXAMPLE_FRAMES, MEL_BANDS), np.float32))
-    )
+    return log_mel[: count * EXAMPLE_FRAMES].reshape(count, EXAMPLE_FRAMES, MEL_BANDS).astype(np.float32)
 
 
 class VGGish(nn.Module):
