@@ -44,7 +44,10 @@ def save_tiny_qwen2_audio(folder):
         WhisperFeatureExtractor,
     )
 
-    words = "Does this audio contain the sound events described by the text Yes No Can you hear in"
+    words = (
+        "Does this audio contain the sound events described by the text Yes No yes no Can you hear in "
+        "Rate sound quality 1 2 3 4 5 6 7 8 9"
+    )
     tok = bpe_tokenizer(
         CORPUS + [words] * 20, special=SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
         pad_token="<|endoftext|>", unk_token="<unk>",
@@ -79,8 +82,8 @@ def tiny(tmp_path_factory):
     return folder, model, processor
 
 
-def direct_yes_score(model, processor, audio: np.ndarray, question: str) -> float:
-    """One question, one clip, no padding: the reference."""
+def direct_probs(model, processor, audio: np.ndarray, question: str, tokens) -> np.ndarray:
+    """One question, one clip, no padding: the reference first-token probabilities of ``tokens``."""
     conversation = [
         {"role": "user", "content": [{"type": "audio", "audio_url": "x"}, {"type": "text", "text": question}]}
     ]
@@ -88,13 +91,22 @@ def direct_yes_score(model, processor, audio: np.ndarray, question: str) -> floa
     inputs = processor(text=[text], audio=[audio], sampling_rate=16_000, return_tensors="pt")
     with torch.no_grad():
         probs = torch.softmax(model(**inputs).logits[0, -1].float(), -1)
-    yes, no = (processor.tokenizer.convert_tokens_to_ids(t) for t in ("Yes", "No"))
-    return float(probs[yes] / (probs[yes] + probs[no]))
+    return probs[processor.tokenizer.convert_tokens_to_ids(list(tokens))].numpy()
+
+
+def direct_yes_score(model, processor, audio: np.ndarray, question: str) -> float:
+    yes, no = direct_probs(model, processor, audio, question, ("Yes", "No"))
+    return float(yes / (yes + no))
+
+
+def direct_quality(model, processor, audio: np.ndarray, question: str) -> float:
+    p = direct_probs(model, processor, audio, question, [str(r) for r in range(1, 10)])
+    return float(p @ np.arange(1, 10) / p.sum())
 
 
 def test_batched_scores_equal_direct_unbatched_calls(tiny):
     folder, model, processor = tiny
-    scorer = get_scorer(f"judge:hf,model={folder},batch_size=3")
+    scorer = get_scorer(f"judge:hf,model={folder},batch_size=2,question_batch=3")
     rng = np.random.default_rng(0)
     prompts = [
         Prompt(
@@ -113,12 +125,13 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
     ]
     audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (1.5, 3, 2.2)]
     results = scorer.score([Clip(a[None], 16_000, p) for a, p in zip(audio, prompts)])
-    t = scorer.templates
+    t = scorer.question_templates
     for a, p, r in zip(audio, prompts, results):
         assert r.values["aqa"] == pytest.approx(
             direct_yes_score(model, processor, a, t.aqa.format(caption=p.text)), abs=1e-5
         )
         events = p.attributes.get("event_list")
+        assert r.values["quality"] == pytest.approx(direct_quality(model, processor, a, t.quality), abs=1e-5)
         if events:
             expected = np.mean(
                 [direct_yes_score(model, processor, a, t.event.format(event=e)) for e in events]
@@ -137,12 +150,40 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
         and "no sequence or parallelism" in results[1].errors["relation"]
     )
     assert not results[1].failed  # aqa is there: the clip is scored, only events is missing
-    assert scorer.id.startswith("judge:hf@1,") and "templates=" in scorer.id and str(folder) not in scorer.id
+    # total: the weighted mean of what applies, quality mapped from 1-9 to 0-1
+    r0, r1 = results[0].values, results[1].values
+    q0, q1 = (r0["quality"] - 1) / 8, (r1["quality"] - 1) / 8
+    assert r0["total"] == pytest.approx((r0["aqa"] + r0["events"] + r0["relation"] + q0) / 4, abs=1e-9)
+    assert r1["total"] == pytest.approx((r1["aqa"] + q1) / 2, abs=1e-9) and "total" not in results[1].errors
+    assert scorer.id.startswith("judge:hf@2,") and "templates=" in scorer.id and str(folder) not in scorer.id
 
 
-def test_answer_tokens_must_be_single_tokens(tiny):
+def test_answer_tokens_must_be_single_tokens(tiny, tmp_path):
     folder, _, _ = tiny
-    with pytest.raises(ValueError, match="not one"):
-        get_scorer(f"judge:hf,model={folder},family=qwen3-omni")  # lowercase yes/no: several tokens here
+    (tmp_path / "t.json").write_text('{"yes": ["Absolutely"]}')  # not in the tokenizer's corpus
+    with pytest.raises(ValueError, match=r"'Absolutely' is \d+ tokens .*not one"):
+        get_scorer(f"judge:hf,model={folder},templates={tmp_path / 't.json'}")
     with pytest.raises(FileNotFoundError, match="set model=DIR"):
         get_scorer("judge:hf")
+
+
+def test_weights_choose_the_questions_and_templates_are_versioned_data(tiny, tmp_path):
+    folder, model, processor = tiny
+    clip = Clip(np.zeros((1, 16_000), np.float32) + 0.01, 16_000, Prompt("a", "a bell rings"))
+    only_aqa = get_scorer(f"judge:hf,model={folder},w_events=0,w_relation=0,w_quality=0")
+    assert [q.metric for q in only_aqa.questions(clip)] == ["aqa"]
+    (r,) = only_aqa.score([clip])
+    assert r.values["total"] == r.values["aqa"] and "not asked" in r.errors["quality"]
+
+    custom = tmp_path / "templates.json"
+    custom.write_text('{"aqa": "Is this {caption}? Answer yes or no.", "yes": ["yes"], "no": ["no"]}')
+    edited = get_scorer(f"judge:hf,model={folder},templates={custom},w_events=0,w_relation=0,w_quality=0")
+    assert edited.id != only_aqa.id and str(custom) not in edited.id
+    (e,) = edited.score([clip])
+    yes, no = direct_probs(
+        model, processor, clip.audio[0], "Is this a bell rings? Answer yes or no.", ("yes", "no")
+    )
+    assert e.values["aqa"] == pytest.approx(yes / (yes + no), abs=1e-5)
+    custom.write_text('{"answer": "x"}')
+    with pytest.raises(ValueError, match="unknown keys"):
+        get_scorer(f"judge:hf,model={folder},templates={custom}")

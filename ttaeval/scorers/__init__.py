@@ -149,4 +149,4 @@ register_scorer(
 register_scorer(
     "clap", "msclap", "ttaeval.scorers.clap_msclap:MsClapScorer", extra="msclap", requires=("msclap",)
 )
-register_scorer("judge", "hf", "ttaeval.scorers.judge:HFJudgeScorer", requires=("torch", "transformers"))
+register_scorer("judge", "hf", "ttaeval.scorers.judge_hf:HFJudgeScorer", requires=("torch", "transformers"))

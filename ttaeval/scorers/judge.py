@@ -1,39 +1,50 @@
-"""``judge`` — an audio language model asked yes/no questions about a clip (AQAScore).
+"""``judge`` — an audio language model asked questions about a clip, read from first-token probabilities.
 
 Resonate's reward asks an LALM "Does this audio contain the sound events described by the text:
-{caption}? ..." and scores P(yes) / (P(yes) + P(no)) from the first answer token's probabilities.
-Here the questions are data (``JudgeTemplates``, hashed into the scorer id), every question of a
-batch of clips goes through the model in padded batches (one forward pass per batch, no
-``generate``: only the first token's distribution is read), and a score that cannot be read is NaN
-with the reason — never a silent 0.
+{caption}? ..." and scores P(yes) / (P(yes) + P(no)) from the first answer token's probabilities
+(AQAScore). Here the questions are data (``JudgeTemplates``, hashed into the scorer id), every
+question of a batch goes to the backend at once, and an answer that cannot be read is NaN with the
+reason and the raw answer — never a silent 0.
 
-Metrics: ``aqa`` (the caption question), ``events`` (for each item of the prompt's ``event_list``,
-"Can you hear {event}?", the mean yes-score) and ``relation`` (for TTA-Bench's ``sequence`` prompts,
-whether the listed events occur in that order; for ``parallelism``, whether they overlap). A prompt
-without an event list, or without a sequence/parallelism relation of two or more events, gets NaN
-with the reason for that metric. Backend ``judge:hf``: a transformers Qwen2-Audio model and
-processor from a folder.
+Metrics:
+- ``aqa``: the caption question's yes-score.
+- ``events``: for each item of the prompt's ``event_list``, "Can you hear {event}?"; the mean
+  yes-score.
+- ``relation``: for TTA-Bench's ``sequence`` prompts, whether the listed events occur in that order;
+  for ``parallelism``, whether they overlap.
+- ``quality``: a rating read as the expectation over the rating tokens' probabilities (renormalised
+  over those tokens), not a parsed string. The default scale is 1-9: Qwen tokenizers split numbers
+  into digits, so with a 1-10 scale the first answer token cannot tell 1 from 10.
+- ``total``: the weighted mean of the metrics that apply to the prompt (quality mapped to 0-1), for
+  use as a reward. A metric with weight 0 is not asked at all (saves the model calls); one that
+  applies but failed makes the total NaN rather than quietly dropping it.
+
+A prompt without an event list, or without a sequence/parallelism of two or more events, gets NaN
+with the reason for ``events``/``relation``; the total is then the weighted mean of the rest.
+Backends implement ``answer``: ``judge:hf`` (transformers, ``judge_hf.py``), ``judge:http``
+(OpenAI-compatible servers, ``judge_http.py``), ``judge:mini`` (the shipped judge-mini via ``hf``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ttaeval.audio import Clip
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
-from ttaeval.scorers.clap_common import check_tokenizer, weights_digest
 
 
 @dataclass(frozen=True)
 class JudgeTemplates:
-    """The questions and the answer tokens read as yes and no (per model family)."""
+    """The questions and the answer tokens read from the reply (per model family; editable as JSON)."""
 
     aqa: str = (
         "Does this audio contain the sound events described by the text: {caption}? "
@@ -44,12 +55,41 @@ class JudgeTemplates:
         "Do these sounds occur one after another in this order: {events}? Please only answer yes or no."
     )
     parallel: str = "Do these sounds occur at the same time: {events}? Please only answer yes or no."
+    quality: str = (
+        "Rate the sound quality of this audio from 1 to 9, where 1 is very poor and 9 is excellent. "
+        "Please only answer with the number."
+    )
     yes: tuple[str, ...] = ("Yes",)
     no: tuple[str, ...] = ("No",)
+    ratings: tuple[str, ...] = ("1", "2", "3", "4", "5", "6", "7", "8", "9")
+    """Rating tokens, each read as the number it spells; the quality is their expectation."""
 
     @property
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def rating_values(self) -> np.ndarray:
+        return np.array([float(r) for r in self.ratings])
+
+    @classmethod
+    def from_json(cls, path: Path, base: JudgeTemplates) -> JudgeTemplates:
+        """``base`` with the fields a JSON file sets (lists become tuples); unknown keys are an error."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"judge templates {path}: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if not isinstance(data, dict) or unknown:
+            raise ValueError(f"judge templates {path}: unknown keys {unknown}; known: {sorted(known)}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        templates = dataclasses.replace(base, **data)
+        try:
+            _ = templates.rating_values
+        except ValueError:
+            raise ValueError(f"judge templates {path}: every rating must spell a number") from None
+        return templates
 
 
 TEMPLATES = {
@@ -59,22 +99,57 @@ TEMPLATES = {
 }
 """Answer-token variants per model family (Qwen2.5-Omni answers "Yes"/"No", Qwen3-Omni "yes"/"no")."""
 
-
-def yes_score(probs: np.ndarray, yes_ids: Sequence[int], no_ids: Sequence[int]) -> tuple[float, str | None]:
-    """P(yes) / (P(yes) + P(no)) from one next-token distribution, or NaN and why."""
-    p_yes, p_no = float(probs[list(yes_ids)].sum()), float(probs[list(no_ids)].sum())
-    if not p_yes + p_no > 0:
-        return math.nan, "the model gives no probability to either answer token"
-    return p_yes / (p_yes + p_no), None
+METRIC_NAMES = ("aqa", "events", "relation", "quality")
 
 
 @dataclass
-class HFJudgeScorer(Scorer):
-    """Yes/no judge with a transformers Qwen2-Audio folder (model + processor with chat template)."""
+class Answer:
+    """What a backend read from the first answer token of one question.
+
+    ``probs`` holds the probability of each candidate token asked for (absent: none was readable);
+    ``raw`` is the most likely token the model gave (kept for failure records); ``error`` says why
+    the answer could not be read at all (a failed request, a reply without logprobs).
+    """
+
+    probs: dict[str, float]
+    raw: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Question:
+    clip: int
+    metric: str
+    text: str
+
+
+def yes_score(answer: Answer, yes: Sequence[str], no: Sequence[str]) -> tuple[float, str | None]:
+    """P(yes) / (P(yes) + P(no)) from one first-token answer, or NaN and why."""
+    if answer.error:
+        return math.nan, answer.error
+    p_yes = sum(answer.probs.get(t, 0.0) for t in yes)
+    p_no = sum(answer.probs.get(t, 0.0) for t in no)
+    if not p_yes + p_no > 0:
+        return math.nan, f"the answer is neither yes nor no (the model's first token: {answer.raw!r})"
+    return p_yes / (p_yes + p_no), None
+
+
+def expected_rating(answer: Answer, ratings: Sequence[str]) -> tuple[float, str | None]:
+    """The expectation of the rating over the rating tokens' renormalised probabilities."""
+    if answer.error:
+        return math.nan, answer.error
+    p = np.array([answer.probs.get(t, 0.0) for t in ratings])
+    if not p.sum() > 0:
+        return math.nan, f"the answer is not a rating (the model's first token: {answer.raw!r})"
+    return float(p @ np.array([float(r) for r in ratings]) / p.sum()), None
+
+
+@dataclass
+class JudgeScorer(Scorer):
+    """Question planning and score aggregation shared by the judge backends (which implement ``answer``)."""
 
     name = "judge"
-    backend = "hf"
-    version = "1"
+    version = "2"
     sample_rate = 16_000
     channels = 1
     uses_prompt = True
@@ -84,114 +159,69 @@ class HFJudgeScorer(Scorer):
         MetricSpec(
             "relation", True, (0.0, 1.0), "yes-score of the order (sequence) or overlap (parallelism)"
         ),
+        MetricSpec("quality", True, (1.0, 9.0), "expected rating over the rating tokens (default 1-9)"),
+        MetricSpec("total", True, (0.0, 1.0), "weighted mean of the metrics that apply (the reward)"),
     )
+    id_exclude = ("batch_size", "device", "model", "templates", "family")
 
-    model: Path | None = None
-    """Folder with the Qwen2-Audio model and its processor (feature extractor, tokenizer, chat template)."""
     family: str = "qwen2-audio"
-    """Which answer tokens mean yes/no (see ``TEMPLATES``)."""
+    """Which question texts and answer tokens to use (see ``TEMPLATES``)."""
+    templates: Path | None = None
+    """JSON file overriding any field of the family's ``JudgeTemplates`` (hashed into the id)."""
+    w_aqa: float = 1.0
+    """Weight of ``aqa`` in ``total``; 0 = not asked."""
+    w_events: float = 1.0
+    """Weight of ``events`` in ``total``; 0 = not asked."""
+    w_relation: float = 1.0
+    """Weight of ``relation`` in ``total``; 0 = not asked."""
+    w_quality: float = 1.0
+    """Weight of ``quality`` (mapped from the rating scale to 0-1) in ``total``; 0 = not asked."""
     batch_size: int = 8
-    """Questions per forward pass."""
-    device: str = "cpu"
-    """torch device."""
-    _model: object = field(init=False, repr=False, default=None)
-    _processor: object = field(init=False, repr=False, default=None)
+    """Clips per ``score_batch`` call; the backend decides how it groups their questions."""
 
     def __post_init__(self) -> None:
-        if self.model is None or not Path(self.model).is_dir():
-            raise FileNotFoundError(f"judge:hf model folder not found: {self.model} (set model=DIR)")
         if self.family not in TEMPLATES:
-            raise ValueError(f"judge:hf family must be one of {sorted(TEMPLATES)}, got {self.family!r}")
-        from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
-
-        path = str(self.model)
-        self._processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        tokenizer = self._processor.tokenizer
-        check_tokenizer(tokenizer, f"judge:hf {path}")
-        tokenizer.padding_side = "left"  # the last position is every row's next token
-        self.templates = TEMPLATES[self.family]
-        self._yes = [self._single_token(t) for t in self.templates.yes]
-        self._no = [self._single_token(t) for t in self.templates.no]
-        self._model = Qwen2AudioForConditionalGeneration.from_pretrained(path, local_files_only=True)
-        self._model.to(self.device).eval()
-        self._digest = weights_digest(Path(path))
-
-    def _single_token(self, text: str) -> int:
-        ids = self._processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(
-                f"judge:hf: the answer {text!r} is {len(ids)} tokens for this tokenizer, not one"
-            )
-        return ids[0]
+            raise ValueError(f"judge family must be one of {sorted(TEMPLATES)}, got {self.family!r}")
+        self.question_templates = TEMPLATES[self.family]
+        if self.templates is not None:
+            self.question_templates = JudgeTemplates.from_json(self.templates, self.question_templates)
+        self.weights = {m: float(getattr(self, f"w_{m}")) for m in METRIC_NAMES}
+        if any(w < 0 or not math.isfinite(w) for w in self.weights.values()) or not any(
+            self.weights.values()
+        ):
+            raise ValueError(f"judge weights must be finite, >= 0 and not all 0; got {self.weights}")
 
     def identity_options(self) -> dict[str, object]:
-        return {"weights": self._digest, "templates": self.templates.digest}
+        weights = {f"w_{m}": w for m, w in self.weights.items()}
+        return {**weights, "templates": self.question_templates.digest, **self.backend_identity()}
 
-    def _prompt(self, question: str) -> str:
-        conversation = [
-            {
-                "role": "user",
-                "content": [{"type": "audio", "audio_url": "clip"}, {"type": "text", "text": question}],
-            }
-        ]
-        return self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    @abstractmethod
+    def backend_identity(self) -> dict[str, object]:
+        """What names the model behind the backend (a weights digest, a served model name)."""
 
-    def yes_scores(
-        self, audio: Sequence[np.ndarray], questions: Sequence[str]
-    ) -> list[tuple[float, str | None]]:
-        """One (score, reason) per (audio, question) pair, in padded batches."""
-        import torch
+    @abstractmethod
+    def answer(
+        self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]
+    ) -> list[Answer]:
+        """First-token probabilities of ``tokens`` for each (audio, question) pair, in order."""
 
+    # -- questions ---------------------------------------------------------------------------------
+    def questions(self, clip: Clip, index: int = 0) -> list[Question]:
+        """The questions asked about one clip (metrics with weight 0 are not asked)."""
+        t, w = self.question_templates, self.weights
         out = []
-        for s in range(0, len(questions), self.batch_size):
-            texts = [self._prompt(q) for q in questions[s : s + self.batch_size]]
-            inputs = self._processor(
-                text=texts,
-                audio=list(audio[s : s + self.batch_size]),
-                sampling_rate=self.sample_rate,
-                return_tensors="pt",
-                padding=True,
-            ).to(self.device)
-            positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = self._model(**inputs, position_ids=positions).logits[:, -1, :]
-            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            out += [yes_score(p, self._yes, self._no) for p in probs]
-        return out
-
-    def score_batch(self, clips: Sequence[Clip]) -> list[ScoreResult]:
-        asks: list[tuple[int, str, str]] = []  # (clip, metric, question)
-        for i, clip in enumerate(clips):
-            asks.append((i, "aqa", self.templates.aqa.format(caption=clip.prompt.text)))
-            events = clip.prompt.attributes.get("event_list") or []
-            for event in events:
-                asks.append((i, "events", self.templates.event.format(event=event)))
+        if w["aqa"]:
+            out.append(Question(index, "aqa", t.aqa.format(caption=clip.prompt.text)))
+        events = clip.prompt.attributes.get("event_list") or []
+        if w["events"]:
+            out += [Question(index, "events", t.event.format(event=e)) for e in events]
+        if w["relation"]:
             question = self._relation_question(clip.prompt.attributes.get("event_relation"), events)
             if question:
-                asks.append((i, "relation", question))
-        answers = self.yes_scores([clips[i].audio[0] for i, _, _ in asks], [q for _, _, q in asks])
-        results = [ScoreResult({}, {}) for _ in clips]
-        per_event: dict[int, list[float]] = {}
-        for (i, metric, _), (value, reason) in zip(asks, answers):
-            if metric in ("aqa", "relation"):
-                results[i].values[metric] = value
-                if reason:
-                    results[i].errors[metric] = reason
-            elif not math.isnan(value):
-                per_event.setdefault(i, []).append(value)
-        for i, r in enumerate(results):
-            if i in per_event:
-                r.values["events"] = float(np.mean(per_event[i]))
-            else:
-                r.values["events"] = math.nan
-                has_events = bool(clips[i].prompt.attributes.get("event_list"))
-                r.errors["events"] = (
-                    "no event could be scored" if has_events else "the prompt has no event_list"
-                )
-            if "relation" not in r.values:
-                r.values["relation"] = math.nan
-                r.errors["relation"] = "the prompt states no sequence or parallelism of two or more events"
-        return results
+                out.append(Question(index, "relation", question))
+        if w["quality"]:
+            out.append(Question(index, "quality", t.quality))
+        return out
 
     def _relation_question(self, relation: object, events: Sequence[str]) -> str | None:
         """The order/overlap question for TTA-Bench's ``event_relation``, or None."""
@@ -199,7 +229,70 @@ class HFJudgeScorer(Scorer):
             return None
         kind = str(relation or "").strip().lower()
         if kind == "sequence":
-            return self.templates.sequence.format(events=", then ".join(events))
+            return self.question_templates.sequence.format(events=", then ".join(events))
         if kind in ("parallelism", "parallel"):
-            return self.templates.parallel.format(events=" and ".join(events))
+            return self.question_templates.parallel.format(events=" and ".join(events))
         return None
+
+    @property
+    def answer_tokens(self) -> tuple[str, ...]:
+        t = self.question_templates
+        return tuple(dict.fromkeys((*t.yes, *t.no, *t.ratings)))
+
+    # -- scores ------------------------------------------------------------------------------------
+    def score_batch(self, clips: Sequence[Clip]) -> list[ScoreResult]:
+        asks = [q for i, clip in enumerate(clips) for q in self.questions(clip, i)]
+        answers = self.answer(
+            [clips[q.clip].audio[0] for q in asks], [q.text for q in asks], self.answer_tokens
+        )
+        if len(answers) != len(asks):
+            raise RuntimeError(f"judge backend returned {len(answers)} answers for {len(asks)} questions")
+        per_clip: list[dict[str, list[tuple[float, str | None]]]] = [{} for _ in clips]
+        t = self.question_templates
+        for q, a in zip(asks, answers):
+            read = expected_rating(a, t.ratings) if q.metric == "quality" else yes_score(a, t.yes, t.no)
+            per_clip[q.clip].setdefault(q.metric, []).append(read)
+        return [self._result(clip, got) for clip, got in zip(clips, per_clip)]
+
+    def _result(self, clip: Clip, got: dict[str, list[tuple[float, str | None]]]) -> ScoreResult:
+        result = ScoreResult({}, {})
+        for metric in METRIC_NAMES:
+            reads = got.get(metric)
+            if not self.weights[metric]:
+                value, reason = math.nan, f"not asked ({self.name} weight w_{metric}=0)"
+            elif reads is None:
+                value, reason = math.nan, self._not_applicable(clip, metric)
+            elif metric == "events":  # every event must be read: a mean over some would flatter
+                bad = [r for _, r in reads if r]
+                value = math.nan if bad else float(np.mean([v for v, _ in reads]))
+                reason = f"{len(bad)} of {len(reads)} event questions failed: {bad[0]}" if bad else None
+            else:
+                value, reason = reads[0]
+            result.values[metric] = value
+            if reason:
+                result.errors[metric] = reason
+        result.values["total"], reason = self._total(result, got)
+        if reason:
+            result.errors["total"] = reason
+        return result
+
+    def _not_applicable(self, clip: Clip, metric: str) -> str:
+        if metric == "events":
+            return "the prompt has no event_list"
+        return "the prompt states no sequence or parallelism of two or more events"
+
+    def _total(self, result: ScoreResult, got: dict) -> tuple[float, str | None]:
+        lo, hi = self.question_templates.rating_values.min(), self.question_templates.rating_values.max()
+        num = den = 0.0
+        for metric, weight in self.weights.items():
+            if not weight or metric not in got:
+                continue  # not asked, or does not apply to this prompt
+            value = result.values[metric]
+            if math.isnan(value):
+                return math.nan, f"{metric} applies to this prompt and could not be read"
+            if metric == "quality":
+                value = (value - lo) / (hi - lo) if hi > lo else 1.0
+            num, den = num + weight * value, den + weight
+        if not den:
+            return math.nan, "no weighted metric applies to this prompt"
+        return num / den, None

@@ -1,0 +1,127 @@
+"""``judge:hf`` — the judge on a transformers model from a folder; ``judge:mini`` — the shipped judge-mini.
+
+Supported: Qwen2-Audio (``Qwen2AudioForConditionalGeneration``) and the thinker of Qwen2.5-Omni
+(``Qwen2_5OmniThinkerForConditionalGeneration``; the talker is never loaded). Only the first answer
+token's distribution is needed, so there is no ``generate``: the questions go through the model in
+left-padded batches, one forward pass each, and the last position of every row is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ttaeval.scorers.clap_common import check_tokenizer, weights_digest
+from ttaeval.scorers.judge import Answer, JudgeScorer
+
+FAMILY_OF_MODEL_TYPE = {
+    "qwen2_audio": "qwen2-audio",
+    "qwen2_5_omni": "qwen2.5-omni",
+    "qwen2_5_omni_thinker": "qwen2.5-omni",
+}
+
+
+def load_judge_model(path: Path, device: str = "cpu"):
+    """(model, processor, model_type) from a Qwen2-Audio or Qwen2.5-Omni folder, offline."""
+    from transformers import AutoConfig, AutoProcessor
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    kind = config.model_type
+    if kind == "qwen2_audio":
+        from transformers import Qwen2AudioForConditionalGeneration as cls
+    elif kind in ("qwen2_5_omni", "qwen2_5_omni_thinker"):
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration as cls
+    else:
+        raise ValueError(
+            f"judge:hf supports Qwen2-Audio and Qwen2.5-Omni folders; {path} holds a {kind!r} model"
+        )
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    model = cls.from_pretrained(path, local_files_only=True).to(device).eval()
+    return model, processor, kind
+
+
+@dataclass
+class HFJudgeScorer(JudgeScorer):
+    """The judge on a transformers Qwen2-Audio or Qwen2.5-Omni (thinker) folder."""
+
+    backend = "hf"
+    id_exclude = (*JudgeScorer.id_exclude, "question_batch")
+
+    model: Path | None = None
+    """Folder with the model and its processor (feature extractor, tokenizer, chat template)."""
+    family: str = "auto"
+    """Question texts and answer tokens (see ``TEMPLATES``); ``auto`` = from the model type."""
+    question_batch: int = 16
+    """Questions per forward pass."""
+    device: str = "cpu"
+    """torch device."""
+    _model: object = field(init=False, repr=False, default=None)
+    _processor: object = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.model is None or not Path(self.model).is_dir():
+            raise FileNotFoundError(
+                f"judge:{self.backend} model folder not found: {self.model} (set model=DIR)"
+            )
+        path = Path(self.model)
+        self._model, self._processor, self._kind = load_judge_model(path, self.device)
+        if self.family == "auto":
+            self.family = FAMILY_OF_MODEL_TYPE[self._kind]
+        super().__post_init__()
+        tokenizer = self._processor.tokenizer
+        check_tokenizer(tokenizer, f"judge:{self.backend} {path}")
+        tokenizer.padding_side = "left"  # the last position is every row's next token
+        self._token_ids = {t: self._single_token(t) for t in self.answer_tokens}
+        self._digest = weights_digest(path)
+
+    def _single_token(self, text: str) -> int:
+        ids = self._processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(
+                f"judge:{self.backend}: the answer {text!r} is {len(ids)} tokens for this tokenizer, not one"
+            )
+        return ids[0]
+
+    def backend_identity(self) -> dict[str, object]:
+        return {"weights": self._digest}
+
+    def chat(self, question: str) -> str:
+        """The model's chat-template text for one audio clip followed by one question."""
+        audio_part = {"type": "audio", "audio_url": "clip"}
+        conversation = [{"role": "user", "content": [audio_part, {"type": "text", "text": question}]}]
+        return self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def next_token_probs(self, audio: Sequence[np.ndarray], questions: Sequence[str]) -> np.ndarray:
+        """``(len(questions), vocab)`` first-answer-token probabilities, in left-padded batches."""
+        import torch
+
+        out = []
+        for s in range(0, len(questions), max(1, self.question_batch)):
+            texts = [self.chat(q) for q in questions[s : s + self.question_batch]]
+            inputs = self._processor(
+                text=texts,
+                audio=list(audio[s : s + self.question_batch]),
+                sampling_rate=self.sample_rate,
+                return_tensors="pt",
+                padding=True,
+            ).to(self.device)
+            extra = {}
+            if self._kind == "qwen2_audio":  # 1-D positions; Omni computes its own 3-D ones from the mask
+                extra["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                logits = self._model(**inputs, **extra).logits[:, -1, :]
+            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def answer(
+        self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]
+    ) -> list[Answer]:
+        probs = self.next_token_probs(audio, questions)
+        decode = self._processor.tokenizer.convert_ids_to_tokens
+        return [
+            Answer({t: float(p[self._token_ids[t]]) for t in tokens}, raw=str(decode(int(p.argmax()))))
+            for p in probs
+        ]
