@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CORPUS, bpe_tokenizer
+from helpers import CORPUS, bpe_tokenizer, reference_package
 from ttaeval import Clip, Prompt, get_scorer
 
 SPECIAL = (
@@ -80,6 +80,88 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("judge")
     model, processor = save_tiny_qwen2_audio(folder)
     return folder, model, processor
+
+
+OMNI_SPECIAL = (*SPECIAL[:6], "<|vision_bos|>", "<|vision_eos|>", "<|IMAGE|>", "<|VIDEO|>", "<unk>")
+# The processor reads these named tokenizer attributes; transformers saves them in tokenizer_config.json.
+OMNI_NAMED = {
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
+
+
+def save_tiny_qwen25_omni(folder, full: bool = False):
+    """A tiny Qwen2.5-Omni thinker (``full``: wrapped in the whole Omni model, talker disabled, as a
+    released folder is laid out) with its processor. The processor needs the Qwen2-VL image and video
+    processors, and those need torchvision."""
+    from transformers import (
+        Qwen2_5OmniAudioEncoderConfig,
+        Qwen2_5OmniConfig,
+        Qwen2_5OmniForConditionalGeneration,
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniTextConfig,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2_5OmniVisionEncoderConfig,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    words = (
+        "Does this audio contain the sound events described by the text Yes No Can you hear 1 2 3 4 5 6 7 8"
+    )
+    tok = bpe_tokenizer(
+        CORPUS + [words] * 20, special=OMNI_SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", unk_token="<unk>", extra_special_tokens=list(OMNI_SPECIAL[1:10]),
+        **OMNI_NAMED,
+    )  # fmt: skip
+    fe = WhisperFeatureExtractor(
+        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
+    )
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+        feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+    thinker = Qwen2_5OmniThinkerConfig(
+        audio_config=Qwen2_5OmniAudioEncoderConfig(
+            num_mel_bins=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+            n_window=100, max_source_positions=100, output_dim=64,
+        ),
+        vision_config=Qwen2_5OmniVisionEncoderConfig(
+            depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=64,
+            fullatt_block_indexes=[0],
+        ),
+        text_config=Qwen2_5OmniTextConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1,
+            # mrope_section sums to head_dim / 2
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+        ),
+        audio_token_index=tok.audio_token_id, image_token_index=tok.image_token_id,
+        video_token_index=tok.video_token_id, audio_start_token_id=tok.audio_bos_token_id,
+        audio_end_token_id=tok.audio_eos_token_id,
+        vision_start_token_id=tok.vision_bos_token_id,  # not a declared field, but the rope index reads it
+        vision_end_token_id=tok.vision_eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if full:
+        whole = Qwen2_5OmniForConditionalGeneration(
+            Qwen2_5OmniConfig(thinker_config=thinker, enable_audio_output=False)
+        )
+        whole.save_pretrained(folder)
+        torch.save({}, folder / "spk_dict.pt")  # released folders carry the talker's speakers; read on load
+        model = whole.thinker
+    else:
+        model = Qwen2_5OmniThinkerForConditionalGeneration(thinker)
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model.eval(), processor
 
 
 def direct_probs(model, processor, audio: np.ndarray, question: str, tokens) -> np.ndarray:
@@ -187,3 +269,23 @@ def test_weights_choose_the_questions_and_templates_are_versioned_data(tiny, tmp
     custom.write_text('{"answer": "x"}')
     with pytest.raises(ValueError, match="unknown keys"):
         get_scorer(f"judge:hf,model={folder},templates={custom}")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["thinker-folder", "omni-folder"])
+def test_qwen25_omni_thinker_batched_equals_direct(tmp_path, full):
+    reference_package("torchvision")  # Qwen2.5-Omni's processor holds the Qwen2-VL video processor
+    model, processor = save_tiny_qwen25_omni(tmp_path, full=full)
+    scorer = get_scorer(f"judge:hf,model={tmp_path},batch_size=3,question_batch=4,w_events=0")
+    assert scorer.family == "qwen2.5-omni"
+    rng = np.random.default_rng(1)
+    audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (1.5, 3, 2.2)]
+    texts = ["a dog barks", "a bell rings twice and an engine idles", "rain"]
+    results = scorer.score(
+        [Clip(a[None], 16_000, Prompt(str(i), t)) for i, (a, t) in enumerate(zip(audio, texts))]
+    )
+    t = scorer.question_templates
+    for a, text, r in zip(audio, texts, results):
+        assert r.values["aqa"] == pytest.approx(
+            direct_yes_score(model, processor, a, t.aqa.format(caption=text)), abs=1e-5
+        )
+        assert r.values["quality"] == pytest.approx(direct_quality(model, processor, a, t.quality), abs=1e-5)

@@ -31,16 +31,26 @@ def load_judge_model(path: Path, device: str = "cpu"):
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     kind = config.model_type
     if kind == "qwen2_audio":
-        from transformers import Qwen2AudioForConditionalGeneration as cls
-    elif kind in ("qwen2_5_omni", "qwen2_5_omni_thinker"):
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration as cls
+        from transformers import Qwen2AudioForConditionalGeneration
+
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(path, local_files_only=True)
+    elif kind == "qwen2_5_omni_thinker":
+        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+        model = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, local_files_only=True)
+    elif kind == "qwen2_5_omni":  # a released Omni folder: keep the thinker, never build the talker
+        from transformers import Qwen2_5OmniForConditionalGeneration
+
+        full = Qwen2_5OmniForConditionalGeneration.from_pretrained(
+            path, local_files_only=True, enable_audio_output=False
+        )
+        model = full.thinker
     else:
         raise ValueError(
             f"judge:hf supports Qwen2-Audio and Qwen2.5-Omni folders; {path} holds a {kind!r} model"
         )
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    model = cls.from_pretrained(path, local_files_only=True).to(device).eval()
-    return model, processor, kind
+    return model.to(device).eval(), processor, kind
 
 
 @dataclass

@@ -1,0 +1,479 @@
+"""Recipe: train judge-mini on the synthetic world and write the shipped model folder.
+
+    python -m ttaeval.synth.train_judge --out ttaeval/synth/weights/judge_mini
+
+judge-mini is a small ``Qwen2AudioForConditionalGeneration`` — the real architecture (Whisper-style
+encoder, average-pooled audio tokens spliced into a Qwen2 language model), only small: 4 s audio
+window, 64 mel bands at a 20 ms hop, 50 audio tokens a clip. Its processor (Whisper feature extractor, a byte-level
+BPE tokenizer with Qwen's chat and audio placeholder tokens, digits split like Qwen's) is built here,
+offline, so ``judge:hf`` loads the folder exactly as it loads a released Qwen2-Audio.
+
+It is trained to answer the judge's own questions (``JudgeTemplates``) with one token, on clean
+renderings of training scenes (never a held-out combination) and on graded degradations of them:
+
+- ``aqa``: the true caption (sometimes with a TTA-Bench surface perturbation) -> Yes; a corrupted
+  one -> No: an event swapped for another type, the order of a sequence reversed (a parallel scene
+  captioned as a sequence), a count changed.
+- ``events``: "Can you hear {event}?" for each event of the scene -> Yes, for an absent type -> No.
+- ``relation``: the order question with the true order -> Yes, reversed -> No; the overlap
+  question on parallel scenes -> Yes, on sequences -> No.
+- ``quality``: a clip degraded (noise, clipping, band-limiting) at strength s -> rating 9 - 2s.
+
+Then it is evaluated on scenes it never heard (the accuracy suite's scenes, other renderings for
+quality) through the ``judge:hf`` code path, and the numbers are written beside the weights
+(``metrics.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ttaeval.scorers.judge import TEMPLATES
+from ttaeval.synth.degrade import KINDS, STRENGTHS, degrade
+from ttaeval.synth.events import EVENT_TYPES, RATE
+from ttaeval.synth.scenes import DURATION, Scene, caption, event_description
+from ttaeval.synth.suites import (
+    PERTURBATIONS,
+    SEEDS,
+    accuracy_suite,
+    is_held_out,
+    perturb,
+    random_event,
+    random_scene,
+)
+from ttaeval.synth.train_clap import render_scenes
+
+WEIGHTS = Path(__file__).parent / "weights" / "judge_mini"
+SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TEXT_PERTURBATIONS = tuple(p for p in PERTURBATIONS if p != "rewrite")
+QUESTION_KINDS = ("aqa", "events", "relation", "quality")
+HOP = 320  # 20 ms mel frames: 200 a clip, 100 encoder positions, 50 audio tokens
+
+
+@dataclass
+class JudgeMiniConfig:
+    """Knobs of the recipe. The defaults wrote the shipped weights."""
+
+    scenes: int = 3000
+    """Clean training scenes rendered once (questions about them are drawn anew every step)."""
+    degraded: int = 3000
+    """Degraded renderings (a random kind and strength each) for the quality questions."""
+    steps: int = 2500
+    """Optimiser steps."""
+    batch_size: int = 40
+    """Questions per step."""
+    mix: tuple[float, float, float, float] = (0.35, 0.25, 0.2, 0.2)
+    """Share of aqa, events, relation and quality questions."""
+    perturb_prob: float = 0.2
+    """Probability that a true caption gets one of TTA-Bench's surface perturbations."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warm-up, cosine decay)."""
+    warmup: int = 150
+    """Warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    d_model: int = 128
+    """Audio encoder width."""
+    encoder_layers: int = 2
+    """Audio encoder transformer layers."""
+    hidden: int = 128
+    """Language model width."""
+    lm_layers: int = 3
+    """Language model layers."""
+    vocab_size: int = 800
+    """Byte-level BPE vocabulary size (special tokens included)."""
+    seed: int = SEEDS["train"] + 100
+    """Seed of scenes, questions, initialisation and batches."""
+    workers: int = 2
+    """Processes rendering scenes."""
+
+
+# -- processor and model -----------------------------------------------------------------------------
+def build_tokenizer(vocab_size: int, seed: int):
+    """A byte-level BPE (digits split one by one, as Qwen's) with Qwen's chat/audio special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = np.random.default_rng(seed)
+    templates = TEMPLATES["qwen2-audio"]
+    corpus = [templates.aqa, templates.event, templates.sequence, templates.parallel, templates.quality] * 50
+    corpus += [" ".join((*templates.yes, *templates.no, *templates.ratings))] * 200
+    for _ in range(4000):
+        scene = random_scene(rng)
+        text = caption(scene, rng)
+        corpus += [text, perturb(text, TEXT_PERTURBATIONS[int(rng.integers(len(TEXT_PERTURBATIONS)))], rng)]
+        corpus += [event_description(e) for e in scene.events]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token=None
+    )
+    fast.add_special_tokens({"additional_special_tokens": list(SPECIAL[1:])})
+    return fast
+
+
+def build_processor(cfg: JudgeMiniConfig):
+    from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(
+        feature_size=64, sampling_rate=RATE, hop_length=HOP, chunk_length=int(DURATION), n_fft=400
+    )
+    tok = build_tokenizer(cfg.vocab_size, cfg.seed)
+    return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(cfg: JudgeMiniConfig, tokenizer):
+    from transformers import (
+        Qwen2AudioConfig,
+        Qwen2AudioEncoderConfig,
+        Qwen2AudioForConditionalGeneration,
+        Qwen2Config,
+    )
+
+    config = Qwen2AudioConfig(
+        audio_config=Qwen2AudioEncoderConfig(
+            num_mel_bins=64,
+            encoder_layers=cfg.encoder_layers,
+            encoder_attention_heads=4,
+            encoder_ffn_dim=2 * cfg.d_model,
+            d_model=cfg.d_model,
+            max_source_positions=int(DURATION * RATE / HOP) // 2,
+        ),
+        text_config=Qwen2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.hidden,
+            intermediate_size=2 * cfg.hidden,
+            num_hidden_layers=cfg.lm_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+        ),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    torch.manual_seed(cfg.seed)
+    return Qwen2AudioForConditionalGeneration(config)
+
+
+# -- questions ---------------------------------------------------------------------------------------
+def _other_type(scene: Scene, rng: np.random.Generator) -> str:
+    present = {e.type for e in scene.events}
+    return str(rng.choice(sorted(set(EVENT_TYPES) - present)))
+
+
+def corrupt(scene: Scene, kind: str, rng: np.random.Generator) -> Scene | None:
+    """The scene with one fact changed (``swap``, ``reverse``, ``count``), or None if it cannot be."""
+    events = list(scene.events)
+    if kind == "swap":
+        for _ in range(20):
+            i = int(rng.integers(len(events)))
+            new_type = _other_type(scene, rng)
+            count = events[i].count if EVENT_TYPES[new_type].countable else 1
+            out = replace(
+                scene, events=(*events[:i], replace(events[i], type=new_type, count=count), *events[i + 1 :])
+            )
+            if not is_held_out(out):
+                return out
+        return None
+    if kind == "reverse":
+        if scene.relation == "sequence":
+            return replace(scene, events=tuple(reversed(events)))
+        if scene.relation == "parallelism":
+            return replace(scene, relation="sequence")
+        return None
+    if kind == "count":
+        countable = [i for i, e in enumerate(events) if EVENT_TYPES[e.type].countable]
+        if not countable:
+            return None
+        i = int(rng.choice(countable))
+        count = int(rng.choice([c for c in (1, 2, 3) if c != events[i].count]))
+        out = replace(scene, events=(*events[:i], replace(events[i], count=count), *events[i + 1 :]))
+        return None if is_held_out(out) else out
+    raise ValueError(kind)
+
+
+def aqa_question(scene: Scene, truth: bool, rng: np.random.Generator, perturb_prob: float = 0.0) -> str:
+    templates = TEMPLATES["qwen2-audio"]
+    if truth:
+        text = caption(scene, rng)
+        if rng.random() < perturb_prob:
+            text = perturb(text, TEXT_PERTURBATIONS[int(rng.integers(len(TEXT_PERTURBATIONS)))], rng)
+        return templates.aqa.format(caption=text)
+    for kind in rng.permutation(["swap", "reverse", "count"]):
+        wrong = corrupt(scene, str(kind), rng)
+        if wrong is not None:
+            return templates.aqa.format(caption=caption(wrong, rng))
+    raise RuntimeError("no corruption applies")  # swap always applies to a training scene
+
+
+def event_question(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
+    if truth:
+        event = scene.events[int(rng.integers(len(scene.events)))]
+    else:
+        event = random_event(rng, _other_type(scene, rng))
+    return TEMPLATES["qwen2-audio"].event.format(event=event_description(event))
+
+
+def relation_question(scene: Scene, truth: bool, rng: np.random.Generator) -> str | None:
+    """Order/overlap question about a scene of two or more events (None for one event)."""
+    t = TEMPLATES["qwen2-audio"]
+    names = [event_description(e) for e in scene.events]
+    if len(names) < 2:
+        return None
+    if scene.relation == "sequence":
+        if truth:
+            return t.sequence.format(events=", then ".join(names))
+        if rng.random() < 0.7:
+            return t.sequence.format(events=", then ".join(reversed(names)))
+        return t.parallel.format(events=" and ".join(names))
+    if truth:
+        return t.parallel.format(events=" and ".join(names))
+    order = names if rng.random() < 0.5 else list(reversed(names))
+    return t.sequence.format(events=", then ".join(order))
+
+
+def rating_of(strength: int) -> str:
+    """Strength 0 (clean) -> "9", ..., 4 -> "1"."""
+    return str(9 - 2 * strength)
+
+
+# -- training ----------------------------------------------------------------------------------------
+def _chat_ids(processor, questions: list[str], audio_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded input ids of the chat text with the audio placeholder expanded, as the processor does."""
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": q}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        ).replace("<|AUDIO|>", "<|AUDIO|>" * audio_tokens)
+        for q in questions
+    ]
+    enc = processor.tokenizer(texts, padding=True, return_tensors="pt")
+    return enc["input_ids"], enc["attention_mask"]
+
+
+def _features(processor, audio: np.ndarray) -> torch.Tensor:
+    out = [
+        processor.feature_extractor(list(audio[i : i + 200]), sampling_rate=RATE, return_tensors="pt")[
+            "input_features"
+        ]
+        for i in range(0, len(audio), 200)
+    ]
+    return torch.cat(out).to(torch.float16)
+
+
+def _degraded_pool(audio: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    picks = rng.integers(len(audio), size=n)
+    kinds = rng.integers(len(KINDS), size=n)
+    strengths = rng.integers(len(STRENGTHS), size=n)
+    out = np.stack(
+        [degrade(audio[i][None], KINDS[k], int(s), RATE, rng)[0] for i, k, s in zip(picks, kinds, strengths)]
+    )
+    return out, strengths
+
+
+def train(cfg: JudgeMiniConfig, log=print):
+    """Train judge-mini; returns (model, processor, per-step losses)."""
+    start = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    processor = build_processor(cfg)
+    processor.tokenizer.padding_side = "left"
+    model = build_model(cfg, processor.tokenizer)
+    log(f"judge-mini: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    scenes = [random_scene(rng) for _ in range(cfg.scenes)]
+    clean = render_scenes(scenes, cfg.workers)
+    degraded, strengths = _degraded_pool(clean, cfg.degraded, rng)
+    clean_feats, degraded_feats = _features(processor, clean), _features(processor, degraded)
+    del clean, degraded
+    frames = clean_feats.shape[-1]
+    audio_tokens = (
+        (frames - 1) // 2 + 1 - 2
+    ) // 2 + 1  # conv stride 2, then the average pool (as the processor)
+    log(f"rendered and featurised {cfg.scenes} + {cfg.degraded} clips in {time.perf_counter() - start:.0f} s")
+
+    answer_id = {
+        t: processor.tokenizer.convert_tokens_to_ids(t) for t in ("Yes", "No", *map(str, range(1, 10)))
+    }
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
+    )
+    multi = [i for i, s in enumerate(scenes) if len(s.events) >= 2]
+    model.train()
+    losses = []
+    for step in range(cfg.steps):
+        questions, answers, feats = [], [], []
+        for kind in rng.choice(QUESTION_KINDS, cfg.batch_size, p=cfg.mix):
+            truth = bool(rng.random() < 0.5)
+            if kind == "quality":
+                j = int(rng.integers(cfg.degraded))
+                questions.append(TEMPLATES["qwen2-audio"].quality)
+                answers.append(rating_of(int(strengths[j])))
+                feats.append(degraded_feats[j])
+                continue
+            i = int(rng.choice(multi)) if kind == "relation" else int(rng.integers(cfg.scenes))
+            if kind == "aqa":
+                questions.append(aqa_question(scenes[i], truth, rng, cfg.perturb_prob))
+            elif kind == "events":
+                questions.append(event_question(scenes[i], truth, rng))
+            else:
+                questions.append(relation_question(scenes[i], truth, rng))
+            answers.append("Yes" if truth else "No")
+            feats.append(clean_feats[i])
+        ids, mask = _chat_ids(processor, questions, audio_tokens)
+        features = torch.stack(feats).float()
+        hidden = model.model(
+            input_ids=ids,
+            attention_mask=mask,
+            input_features=features,
+            feature_attention_mask=torch.ones(features.shape[0], frames, dtype=torch.long),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+        ).last_hidden_state
+        logits = model.lm_head(hidden[:, -1])  # only the answer position is trained
+        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([answer_id[a] for a in answers]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 100 == 0 or step == cfg.steps - 1:
+            log(
+                f"step {step:5d}  loss {np.mean(losses[-100:]):.3f}  {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+    return model.eval(), processor, losses
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+def _roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half (the Mann-Whitney form)."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
+
+
+def evaluate(folder: Path, seed: int = SEEDS["train"] + 200) -> dict[str, float]:
+    """The must-show numbers, through the ``judge:hf`` code path, on scenes training never heard."""
+    from scipy.stats import spearmanr
+
+    from ttaeval.scorers import get_scorer
+    from ttaeval.scorers.judge import expected_rating, yes_score
+
+    judge = get_scorer(f"judge:hf,model={folder}")
+    t = judge.question_templates
+    rng = np.random.default_rng(seed)
+    scenes = [Scene.from_dict(p.attributes["scene"]) for p in accuracy_suite()]
+    audio = list(render_scenes(scenes, workers=1))
+
+    def ask(pairs: list[tuple[np.ndarray, str]]) -> np.ndarray:
+        answers = judge.answer([a for a, _ in pairs], [q for _, q in pairs], judge.answer_tokens)
+        return np.array([yes_score(a, t.yes, t.no)[0] for a in answers])
+
+    out: dict[str, float] = {}
+    true_aqa = ask([(a, t.aqa.format(caption=p.text)) for a, p in zip(audio, accuracy_suite())])
+    for kind in ("swap", "reverse", "count"):
+        rows = [(a, corrupt(s, kind, rng)) for a, s in zip(audio, scenes)]
+        rows = [(a, t.aqa.format(caption=caption(w, rng))) for a, w in rows if w is not None]
+        out[f"aqa_auc_{kind}"] = _roc_auc(true_aqa, ask(rows))
+        out[f"aqa_n_{kind}"] = len(rows)
+    wrong = []
+    for a, s in zip(audio, scenes):
+        for kind in rng.permutation(["swap", "reverse", "count"]):
+            w = corrupt(s, str(kind), rng)
+            if w is not None:
+                wrong.append((a, t.aqa.format(caption=caption(w, rng))))
+                break
+    out["aqa_auc"] = _roc_auc(true_aqa, ask(wrong))
+
+    present = ask(
+        [(a, t.event.format(event=event_description(e))) for a, s in zip(audio, scenes) for e in s.events]
+    )
+    absent = ask(
+        [
+            (a, t.event.format(event=event_description(random_event(rng, _other_type(s, rng)))))
+            for a, s in zip(audio, scenes)
+            for _ in s.events
+        ]
+    )
+    out["event_presence_accuracy"] = float(np.mean(np.r_[present > 0.5, absent < 0.5]))
+
+    seq = [(a, s) for a, s in zip(audio, scenes) if s.relation == "sequence"]
+    right = ask(
+        [
+            (a, t.sequence.format(events=", then ".join(event_description(e) for e in s.events)))
+            for a, s in seq
+        ]
+    )
+    rev = ask(
+        [
+            (a, t.sequence.format(events=", then ".join(event_description(e) for e in reversed(s.events))))
+            for a, s in seq
+        ]
+    )
+    out["order_accuracy"] = float(np.mean(np.r_[right > 0.5, rev < 0.5]))
+    out["order_n_scenes"] = len(seq)
+
+    clips, strength = [], []
+    for a in audio[:60]:
+        for kind in KINDS:
+            for s in STRENGTHS:
+                clips.append(degrade(a[None], kind, s, RATE, rng)[0])
+                strength.append(s)
+    answers = judge.answer(clips, [t.quality] * len(clips), judge.answer_tokens)
+    ratings = np.array([expected_rating(a, t.ratings)[0] for a in answers])
+    out["quality_spearman"] = float(-spearmanr(ratings, strength).statistic)
+    out["quality_n"] = len(clips)
+    return out
+
+
+def save(model, processor, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--steps", type=int, default=JudgeMiniConfig.steps)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    cfg = JudgeMiniConfig(steps=args.steps)
+    start = time.perf_counter()
+    model, processor, losses = train(cfg)
+    train_seconds = time.perf_counter() - start
+    save(model, processor, args.out)
+    metrics = evaluate(args.out)
+    metrics.update(train_seconds=round(train_seconds, 1), final_loss=float(np.mean(losses[-100:])))
+    (args.out / "metrics.json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics}, indent=1))
+    print(json.dumps(metrics, indent=1))
+
+
+if __name__ == "__main__":
+    main()
