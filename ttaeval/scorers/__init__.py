@@ -150,3 +150,10 @@ register_scorer(
     "clap", "msclap", "ttaeval.scorers.clap_msclap:MsClapScorer", extra="msclap", requires=("msclap",)
 )
 register_scorer("judge", "hf", "ttaeval.scorers.judge_hf:HFJudgeScorer", requires=("torch", "transformers"))
+register_scorer(
+    "judge",
+    "mini",
+    "ttaeval.scorers.judge_hf:MiniJudgeScorer",
+    default=True,
+    requires=("torch", "transformers"),
+)

@@ -135,3 +135,21 @@ class HFJudgeScorer(JudgeScorer):
             Answer({t: float(p[self._token_ids[t]]) for t in tokens}, raw=str(decode(int(p.argmax()))))
             for p in probs
         ]
+
+
+JUDGE_MINI = Path(__file__).resolve().parent.parent / "synth" / "weights" / "judge_mini"
+
+
+@dataclass
+class MiniJudgeScorer(HFJudgeScorer):
+    """judge-mini, the shipped Qwen2-Audio-architecture judge of the synthetic world (``hf`` code path).
+
+    Trained by ``python -m ttaeval.synth.train_judge``; its held-out numbers are in the folder's
+    ``metrics.json``. It hears 4 s: longer clips are cut by its feature extractor, as Qwen2-Audio cuts
+    at 30 s.
+    """
+
+    backend = "mini"
+
+    model: Path | None = JUDGE_MINI
+    """The judge-mini folder (default: the one shipped in the package)."""
