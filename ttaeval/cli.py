@@ -307,6 +307,95 @@ def synth_export(
     console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {out}", highlight=False)
 
 
+judge_app = typer.Typer(no_args_is_help=True, help="The LALM judge as a local server.")
+app.add_typer(judge_app, name="judge")
+
+
+@judge_app.command("serve")
+def judge_serve(
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Qwen2-Audio or Qwen2.5-Omni folder (default: the shipped judge-mini)."),
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback only unless --allow-remote.")] = (
+        "127.0.0.1"
+    ),
+    served_name: Annotated[
+        str | None, typer.Option(help="The model name clients send (default: the folder's name).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    max_batch: Annotated[int, typer.Option(min=1, help="Requests grouped into one forward pass.")] = 16,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="Require Authorization: Bearer <the key in this environment variable>."),
+    ] = None,
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host (the server has no auth without a key).")
+    ] = False,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For testing clients: KIND[,every=N][,times=K][,seconds=S][,retry_after=S]; repeatable. "
+            "Kinds: delay, http500, http503, http429, reset, malformed, no-logprobs, not-yes-no."
+        ),
+    ] = None,
+) -> None:
+    """Serve a judge on the OpenAI chat-completions subset judge:http speaks (audio parts, logprobs)."""
+    import logging
+    import os
+
+    from ttaeval import judge_server
+    from ttaeval.judge_faults import Fault
+    from ttaeval.scorers import judge_hf
+
+    try:
+        judge_server.check_host(host, allow_remote)
+        faults = [Fault.parse(f) for f in fault or []]
+    except ValueError as exc:
+        raise _usage_error(str(exc)) from None
+    if model is None:
+        model = judge_hf.JUDGE_MINI
+        if not model.is_dir():
+            raise _usage_error(
+                f"the shipped judge-mini is not there (yet): {model} does not exist; it is trained by "
+                "`python -m ttaeval.synth.train_judge`. Pass --model DIR to serve another judge."
+            )
+    elif not model.is_dir():
+        raise _usage_error(f"--model {model}: no such folder (a Qwen2-Audio or Qwen2.5-Omni model folder)")
+    api_key = None
+    if api_key_env is not None:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise _usage_error(f"--api-key-env {api_key_env}: that environment variable is not set")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    def ready(server: judge_server.JudgeHTTPServer) -> None:
+        typer.echo(f"serving {server.served_name} on {server.url} (Ctrl-C stops)")
+        typer.echo(f"scorer spec: judge:http,url={server.url},served_model={server.served_name}")
+        sys.stdout.flush()
+
+    with console.status(f"loading the judge from {model}"):
+        try:
+            engine = judge_server.JudgeEngine(model, device=device, max_batch=max_batch)
+        except (OSError, ValueError, KeyError) as exc:
+            raise _usage_error(f"cannot load a judge from {model}: {exc}") from None
+    try:
+        judge_server.serve(
+            engine,
+            host=host,
+            port=port,
+            served_name=served_name or model.name,
+            api_key=api_key,
+            faults=faults,
+            allow_remote=allow_remote,
+            on_ready=ready,
+        )
+    except OSError as exc:  # the port is taken, the address is not ours
+        raise _usage_error(f"cannot serve on {host}:{port}: {exc}") from None
+    typer.echo("stopped")
+
+
 def _write(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -150,6 +150,7 @@ register_scorer(
     "clap", "msclap", "ttaeval.scorers.clap_msclap:MsClapScorer", extra="msclap", requires=("msclap",)
 )
 register_scorer("judge", "hf", "ttaeval.scorers.judge_hf:HFJudgeScorer", requires=("torch", "transformers"))
+register_scorer("judge", "http", "ttaeval.scorers.judge_http:HTTPJudgeScorer")
 register_scorer(
     "judge",
     "mini",
