@@ -39,6 +39,7 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_frechet.py
 	$(PY) benchmarks/bench_clap_laion.py
+	$(PY) benchmarks/bench_judge.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ttaeval resonate_train tests benchmarks

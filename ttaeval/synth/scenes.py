@@ -53,7 +53,7 @@ class Scene:
         return cls(tuple(Event(**e) for e in d["events"]), d["relation"], int(d["seed"]))
 
 
-def _place(span: tuple[float, float], event: Event) -> list[tuple[int, int]]:
+def occurrences(span: tuple[float, float], event: Event) -> list[tuple[int, int]]:
     """Occurrence (start, length) in samples for an event inside its time span."""
     start, stop = span
     width = stop - start
@@ -79,7 +79,7 @@ def render(scene: Scene, duration: float = DURATION) -> np.ndarray:
         else:
             span = (0.1, duration - 0.1)
         level = LOUDNESS[event.loudness]
-        for start, length in _place(span, event):
+        for start, length in occurrences(span, event):
             piece = EVENT_TYPES[event.type].render(max(length, 16), event.pitch, rng)
             piece = piece[: n - start]
             out[start : start + piece.size] += level * piece

@@ -4,9 +4,9 @@
 
 judge-mini is a small ``Qwen2AudioForConditionalGeneration`` — the real architecture (Whisper-style
 encoder, average-pooled audio tokens spliced into a Qwen2 language model), only small: 4 s audio
-window, 64 mel bands at a 20 ms hop, 50 audio tokens a clip. Its processor (Whisper feature extractor, a byte-level
-BPE tokenizer with Qwen's chat and audio placeholder tokens, digits split like Qwen's) is built here,
-offline, so ``judge:hf`` loads the folder exactly as it loads a released Qwen2-Audio.
+window, 64 mel bands at a 20 ms hop, 50 audio tokens a clip. Its processor (Whisper feature
+extractor, a byte-level BPE tokenizer with Qwen's chat and audio placeholder tokens, digits split like
+Qwen's) is built here, offline, so ``judge:hf`` loads the folder exactly as it loads a released Qwen2-Audio.
 
 It is trained to answer the judge's own questions (``JudgeTemplates``) with one token, on clean
 renderings of training scenes (never a held-out combination) and on graded degradations of them:
@@ -39,7 +39,7 @@ import torch
 from ttaeval.scorers.judge import TEMPLATES
 from ttaeval.synth.degrade import KINDS, STRENGTHS, degrade
 from ttaeval.synth.events import EVENT_TYPES, RATE
-from ttaeval.synth.scenes import DURATION, Scene, caption, event_description
+from ttaeval.synth.scenes import DURATION, Scene, caption, event_description, occurrences
 from ttaeval.synth.suites import (
     PERTURBATIONS,
     SEEDS,
@@ -72,12 +72,21 @@ class JudgeMiniConfig:
     """Clean training scenes rendered once (questions about them are drawn anew every step)."""
     degraded: int = 3000
     """Degraded renderings (a random kind and strength each) for the quality questions."""
-    steps: int = 2500
+    steps: int = 2200
     """Optimiser steps."""
     batch_size: int = 40
     """Questions per step."""
     mix: tuple[float, float, float, float] = (0.35, 0.25, 0.2, 0.2)
     """Share of aqa, events, relation and quality questions."""
+    encoder_steps: int = 600
+    """Stage 1: steps of frame-wise event tagging + degradation rating on the audio encoder alone."""
+    encoder_batch: int = 64
+    """Clean clips per stage-1 step (plus half as many degraded ones)."""
+    describe_batch: int = 8
+    """Extra rows a step asking "Describe the sounds in this audio.", answered with the scene's words:
+    dense supervision that grounds the audio tokens in event names (answer questions learn faster)."""
+    describe_weight: float = 1.0
+    """Weight of the describe loss (mean over its tokens) next to the one-token answer loss."""
     perturb_prob: float = 0.2
     """Probability that a true caption gets one of TTA-Bench's surface perturbations."""
     lr: float = 1e-3
@@ -176,7 +185,22 @@ def build_model(cfg: JudgeMiniConfig, tokenizer):
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
     torch.manual_seed(cfg.seed)
-    return Qwen2AudioForConditionalGeneration(config)
+    model = Qwen2AudioForConditionalGeneration(config)
+    encoder = model.model.audio_tower
+    # transformers' init (N(0, 0.02)) leaves the conv front end's output ~30x below the positions' and
+    # a random position table hides the time axis: PyTorch's conv init, and Whisper's sinusoids at 0.1.
+    encoder.conv1.reset_parameters()
+    encoder.conv2.reset_parameters()
+    with torch.no_grad():
+        table = encoder.embed_positions.weight
+        table.copy_(0.1 * _sinusoids(table.shape[0], table.shape[1]))
+    return model
+
+
+def _sinusoids(length: int, channels: int) -> torch.Tensor:
+    scales = torch.exp(-math.log(10_000) * torch.arange(channels // 2) / (channels // 2 - 1))
+    angle = torch.arange(length)[:, None] * scales[None]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 
 
 # -- questions ---------------------------------------------------------------------------------------
@@ -256,24 +280,110 @@ def relation_question(scene: Scene, truth: bool, rng: np.random.Generator) -> st
     return t.sequence.format(events=", then ".join(order))
 
 
+DESCRIBE = "Describe the sounds in this audio."
+
+
+def describe(scene: Scene) -> str:
+    """The scene in canonical words (event_list entries joined by its relation): the grounding answer."""
+    names = [event_description(e) for e in scene.events]
+    if scene.relation == "sequence":
+        return ", then ".join(names)
+    if scene.relation == "parallelism":
+        return " and ".join(names) + " at the same time"
+    return names[0]
+
+
 def rating_of(strength: int) -> str:
     """Strength 0 (clean) -> "9", ..., 4 -> "1"."""
     return str(9 - 2 * strength)
 
 
+# -- stage 1: the audio encoder learns to tag what sounds when ------------------------------------------
+TYPES = sorted(EVENT_TYPES)
+SEGMENTS = 4  # tags are learned per second of audio: what sounds, and roughly when
+
+
+def frame_labels(scene: Scene, frames: int) -> np.ndarray:
+    """(frames, types) 0/1: which event types sound in each encoder frame (from the render's placement)."""
+    out = np.zeros((frames, len(TYPES)), np.float32)
+    k = len(scene.events)
+    per_frame = DURATION * RATE / frames
+    for i, event in enumerate(scene.events):
+        if scene.relation == "sequence":
+            span = (0.1 + i * (DURATION - 0.2) / k, 0.1 + (i + 1) * (DURATION - 0.2) / k)
+        else:
+            span = (0.1, DURATION - 0.1)
+        for start, length in occurrences(span, event):
+            lo, hi = int(start / per_frame), math.ceil((start + max(length, 16)) / per_frame)
+            out[lo:hi, TYPES.index(event.type)] = 1.0
+    return out
+
+
+def segment_max(x: torch.Tensor, segments: int) -> torch.Tensor:
+    """(batch, frames, C) -> (batch, segments, C): the max over each stretch of time."""
+    return torch.stack([part.max(1).values for part in x.chunk(segments, dim=1)], dim=1)
+
+
+def pretrain_encoder(model, cfg, scenes, clean_feats, degraded_feats, strengths, rng, log) -> None:
+    """Frame-wise event tagging (what sounds when) and degradation strength, on the encoder alone.
+
+    The Qwen2-Audio recipe starts from a trained audio encoder (Whisper's); this is the mini world's
+    stand-in. The two linear heads are thrown away; the encoder keeps what it learned.
+    """
+    encoder = model.model.audio_tower
+    frames = encoder(clean_feats[:1].float()).last_hidden_state.shape[1]
+    labels = torch.from_numpy(np.stack([frame_labels(s, frames) for s in scenes]))
+    tag, rate = torch.nn.Linear(cfg.d_model, len(TYPES)), torch.nn.Linear(cfg.d_model, len(STRENGTHS))
+    params = [*encoder.parameters(), *tag.parameters(), *rate.parameters()]
+    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * (1 - s / cfg.encoder_steps)
+    )
+    strengths_t = torch.from_numpy(np.asarray(strengths))
+    encoder.train()
+    for step in range(cfg.encoder_steps):
+        i = torch.from_numpy(rng.integers(len(scenes), size=cfg.encoder_batch))
+        j = torch.from_numpy(rng.integers(len(strengths), size=cfg.encoder_batch // 2))
+        h = encoder(torch.cat([clean_feats[i], degraded_feats[j]]).float()).last_hidden_state
+        tag_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            segment_max(tag(h[: len(i)]), SEGMENTS), segment_max(labels[i], SEGMENTS)
+        )
+        rate_loss = torch.nn.functional.cross_entropy(rate(h[len(i) :].mean(1)), strengths_t[j])
+        loss = tag_loss + 0.5 * rate_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 50 == 0 or step == cfg.encoder_steps - 1:
+            log(f"encoder step {step:4d}  tag {tag_loss.item():.3f}  rate {rate_loss.item():.3f}", flush=True)
+
+
 # -- training ----------------------------------------------------------------------------------------
-def _chat_ids(processor, questions: list[str], audio_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded input ids of the chat text with the audio placeholder expanded, as the processor does."""
-    texts = [
-        processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": q}]}],
-            add_generation_prompt=True,
-            tokenize=False,
-        ).replace("<|AUDIO|>", "<|AUDIO|>" * audio_tokens)
-        for q in questions
-    ]
-    enc = processor.tokenizer(texts, padding=True, return_tensors="pt")
-    return enc["input_ids"], enc["attention_mask"]
+def _chat_text(processor, question: str, audio_tokens: int) -> str:
+    """The chat text with the audio placeholder expanded, as the processor expands it."""
+    conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return text.replace("<|AUDIO|>", "<|AUDIO|>" * audio_tokens)
+
+
+def _sft_batch(
+    processor, questions: list[str], answers: list[str], audio_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, mask, labels): each prompt followed by its answer; labels only on the answer."""
+    tok = processor.tokenizer
+    prompts = tok([_chat_text(processor, q, audio_tokens) for q in questions])["input_ids"]
+    replies = tok(answers, add_special_tokens=False)["input_ids"]
+    rows = [(p + r, [-100] * len(p) + r) for p, r in zip(prompts, replies)]
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), tok.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, (row, lab) in enumerate(rows):
+        ids[k, width - len(row) :] = torch.tensor(row)
+        labels[k, width - len(row) :] = torch.tensor(lab)
+        mask[k, width - len(row) :] = 1
+    return ids, mask, labels
 
 
 def _features(processor, audio: np.ndarray) -> torch.Tensor:
@@ -315,9 +425,9 @@ def train(cfg: JudgeMiniConfig, log=print):
     ) // 2 + 1  # conv stride 2, then the average pool (as the processor)
     log(f"rendered and featurised {cfg.scenes} + {cfg.degraded} clips in {time.perf_counter() - start:.0f} s")
 
-    answer_id = {
-        t: processor.tokenizer.convert_tokens_to_ids(t) for t in ("Yes", "No", *map(str, range(1, 10)))
-    }
+    if cfg.encoder_steps:
+        pretrain_encoder(model, cfg, scenes, clean_feats, degraded_feats, strengths, rng, log)
+        log(f"encoder pretrained at {time.perf_counter() - start:.0f} s")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
@@ -345,7 +455,11 @@ def train(cfg: JudgeMiniConfig, log=print):
                 questions.append(relation_question(scenes[i], truth, rng))
             answers.append("Yes" if truth else "No")
             feats.append(clean_feats[i])
-        ids, mask = _chat_ids(processor, questions, audio_tokens)
+        for i in rng.integers(cfg.scenes, size=cfg.describe_batch):  # dense grounding: name what is heard
+            questions.append(DESCRIBE)
+            answers.append(describe(scenes[i]))
+            feats.append(clean_feats[i])
+        ids, mask, labels = _sft_batch(processor, questions, answers, audio_tokens)
         features = torch.stack(feats).float()
         hidden = model.model(
             input_ids=ids,
@@ -354,17 +468,22 @@ def train(cfg: JudgeMiniConfig, log=print):
             feature_attention_mask=torch.ones(features.shape[0], frames, dtype=torch.long),
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
         ).last_hidden_state
-        logits = model.lm_head(hidden[:, -1])  # only the answer position is trained
-        loss = torch.nn.functional.cross_entropy(logits, torch.tensor([answer_id[a] for a in answers]))
+        target = labels[:, 1:]
+        logits = model.lm_head(hidden[:, :-1][target != -100])  # only answer tokens are trained
+        per_token = torch.nn.functional.cross_entropy(logits, target[target != -100], reduction="none")
+        n_qa = cfg.batch_size  # single-token answers come first, one per row
+        qa_loss = per_token[:n_qa].mean()
+        loss = qa_loss + cfg.describe_weight * per_token[n_qa:].mean() if cfg.describe_batch else qa_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(qa_loss.item())
         if step % 100 == 0 or step == cfg.steps - 1:
             log(
-                f"step {step:5d}  loss {np.mean(losses[-100:]):.3f}  {time.perf_counter() - start:.0f} s",
+                f"step {step:5d}  answer loss {np.mean(losses[-100:]):.3f}  "
+                f"{time.perf_counter() - start:.0f} s",
                 flush=True,
             )
     return model.eval(), processor, losses
