@@ -105,26 +105,37 @@ class HFJudgeScorer(JudgeScorer):
         return self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
     def next_token_probs(self, audio: Sequence[np.ndarray], questions: Sequence[str]) -> np.ndarray:
-        """``(len(questions), vocab)`` first-answer-token probabilities, in left-padded batches."""
+        """``(len(questions), vocab)`` first-answer-token probabilities, in left-padded batches.
+
+        Questions are grouped by length (less padding to compute through) and put back in order.
+        """
         import torch
 
-        out = []
-        for s in range(0, len(questions), max(1, self.question_batch)):
-            texts = [self.chat(q) for q in questions[s : s + self.question_batch]]
+        texts = [self.chat(q) for q in questions]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), 0), np.float32)
+        size = max(1, self.question_batch)
+        for s in range(0, len(order), size):
+            rows = order[s : s + size]
             inputs = self._processor(
-                text=texts,
-                audio=list(audio[s : s + self.question_batch]),
+                text=[texts[i] for i in rows],
+                audio=[audio[i] for i in rows],
                 sampling_rate=self.sample_rate,
                 return_tensors="pt",
                 padding=True,
             ).to(self.device)
-            extra = {}
-            if self._kind == "qwen2_audio":  # 1-D positions; Omni computes its own 3-D ones from the mask
-                extra["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                logits = self._model(**inputs, **extra).logits[:, -1, :]
-            out.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+                if self._kind == "qwen2_audio":  # 1-D positions, and the vocabulary only where it is read
+                    positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                    hidden = self._model.model(**inputs, position_ids=positions).last_hidden_state
+                    logits = self._model.lm_head(hidden[:, -1, :])
+                else:  # Omni computes its own 3-D positions from the mask
+                    logits = self._model(**inputs).logits[:, -1, :]
+            probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+            if out.shape[1] != probs.shape[1]:
+                out = np.zeros((len(texts), probs.shape[1]), np.float32)
+            out[rows] = probs
+        return out
 
     def answer(
         self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]

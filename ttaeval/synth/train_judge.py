@@ -60,7 +60,6 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 TEXT_PERTURBATIONS = tuple(p for p in PERTURBATIONS if p != "rewrite")
-QUESTION_KINDS = ("aqa", "events", "relation", "quality")
 HOP = 320  # 20 ms mel frames: 200 a clip, 100 encoder positions, 50 audio tokens
 
 
@@ -72,21 +71,21 @@ class JudgeMiniConfig:
     """Clean training scenes rendered once (questions about them are drawn anew every step)."""
     degraded: int = 3000
     """Degraded renderings (a random kind and strength each) for the quality questions."""
-    steps: int = 2200
-    """Optimiser steps."""
-    batch_size: int = 40
-    """Questions per step."""
-    mix: tuple[float, float, float, float] = (0.35, 0.25, 0.2, 0.2)
-    """Share of aqa, events, relation and quality questions."""
     encoder_steps: int = 600
-    """Stage 1: steps of frame-wise event tagging + degradation rating on the audio encoder alone."""
+    """Stage 1: steps of per-second event tagging + degradation rating on the audio encoder alone."""
     encoder_batch: int = 64
     """Clean clips per stage-1 step (plus half as many degraded ones)."""
-    describe_batch: int = 8
-    """Extra rows a step asking "Describe the sounds in this audio.", answered with the scene's words:
-    dense supervision that grounds the audio tokens in event names (answer questions learn faster)."""
-    describe_weight: float = 1.0
-    """Weight of the describe loss (mean over its tokens) next to the one-token answer loss."""
+    steps: int = 1800
+    """Optimiser steps of stage 2."""
+    batch_size: int = 24
+    """Conversations per step (each one clip and several questions about it)."""
+    degraded_share: float = 0.25
+    """Share of conversations about a degraded clip (asking its quality) instead of a clean one."""
+    describe_prob: float = 0.3
+    """Probability that a clean clip's conversation also asks "Describe the sounds in this audio.",
+    answered with the scene's words: dense supervision that grounds the audio tokens in event names."""
+    max_turns: int = 8
+    """Questions per conversation at most."""
     perturb_prob: float = 0.2
     """Probability that a true caption gets one of TTA-Bench's surface perturbations."""
     lr: float = 1e-3
@@ -293,6 +292,29 @@ def describe(scene: Scene) -> str:
     return names[0]
 
 
+def conversation(scene: Scene, rng: np.random.Generator, cfg: JudgeMiniConfig) -> list[tuple[str, str]]:
+    """Questions about one clean clip, with their answers, in random order: the caption and a corrupted
+    one, every event present and as many absent, the relation both ways, sometimes the description.
+
+    Many answers per clip give many labels per forward pass; the first turn is a lone question, as
+    the judge asks it.
+    """
+    turns = [
+        (aqa_question(scene, True, rng, cfg.perturb_prob), "Yes"),
+        (aqa_question(scene, False, rng), "No"),
+    ]
+    for event in scene.events:
+        present = TEMPLATES["qwen2-audio"].event.format(event=event_description(event))
+        turns += [(present, "Yes"), (event_question(scene, False, rng), "No")]
+    if len(scene.events) >= 2:
+        turns += [(relation_question(scene, True, rng), "Yes"), (relation_question(scene, False, rng), "No")]
+    order = rng.permutation(len(turns))[: cfg.max_turns]
+    chat = [turns[k] for k in order]
+    if rng.random() < cfg.describe_prob:
+        chat.insert(int(rng.integers(len(chat) + 1)), (DESCRIBE, describe(scene)))
+    return chat
+
+
 def rating_of(strength: int) -> str:
     """Strength 0 (clean) -> "9", ..., 4 -> "1"."""
     return str(9 - 2 * strength)
@@ -368,13 +390,28 @@ def _chat_text(processor, question: str, audio_tokens: int) -> str:
 
 
 def _sft_batch(
-    processor, questions: list[str], answers: list[str], audio_tokens: int
+    processor, chats: list[list[tuple[str, str]]], audio_tokens: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded (ids, mask, labels): each prompt followed by its answer; labels only on the answer."""
+    """Left-padded (ids, mask, labels) of conversations about one clip each; labels only on answers.
+
+    The first question is tokenised exactly as ``judge:hf`` tokenises a lone question; later turns
+    follow in the chat template's format.
+    """
     tok = processor.tokenizer
-    prompts = tok([_chat_text(processor, q, audio_tokens) for q in questions])["input_ids"]
-    replies = tok(answers, add_special_tokens=False)["input_ids"]
-    rows = [(p + r, [-100] * len(p) + r) for p, r in zip(prompts, replies)]
+    rows = []
+    for chat in chats:
+        ids: list[int] = []
+        labels: list[int] = []
+        for turn, (question, answer) in enumerate(chat):
+            if turn == 0:
+                text = _chat_text(processor, question, audio_tokens)
+            else:
+                text = f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            prompt = tok(text, add_special_tokens=False)["input_ids"]
+            reply = tok(answer, add_special_tokens=False)["input_ids"]
+            ids += prompt + reply
+            labels += [-100] * len(prompt) + reply
+        rows.append((ids, labels))
     width = max(len(ids) for ids, _ in rows)
     ids = torch.full((len(rows), width), tok.pad_token_id)
     labels = torch.full((len(rows), width), -100)
@@ -433,33 +470,20 @@ def train(cfg: JudgeMiniConfig, log=print):
         opt,
         lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
     )
-    multi = [i for i, s in enumerate(scenes) if len(s.events) >= 2]
     model.train()
     losses = []
     for step in range(cfg.steps):
-        questions, answers, feats = [], [], []
-        for kind in rng.choice(QUESTION_KINDS, cfg.batch_size, p=cfg.mix):
-            truth = bool(rng.random() < 0.5)
-            if kind == "quality":
+        chats, feats = [], []
+        for _ in range(cfg.batch_size):
+            if rng.random() < cfg.degraded_share:
                 j = int(rng.integers(cfg.degraded))
-                questions.append(TEMPLATES["qwen2-audio"].quality)
-                answers.append(rating_of(int(strengths[j])))
+                chats.append([(TEMPLATES["qwen2-audio"].quality, rating_of(int(strengths[j])))])
                 feats.append(degraded_feats[j])
-                continue
-            i = int(rng.choice(multi)) if kind == "relation" else int(rng.integers(cfg.scenes))
-            if kind == "aqa":
-                questions.append(aqa_question(scenes[i], truth, rng, cfg.perturb_prob))
-            elif kind == "events":
-                questions.append(event_question(scenes[i], truth, rng))
             else:
-                questions.append(relation_question(scenes[i], truth, rng))
-            answers.append("Yes" if truth else "No")
-            feats.append(clean_feats[i])
-        for i in rng.integers(cfg.scenes, size=cfg.describe_batch):  # dense grounding: name what is heard
-            questions.append(DESCRIBE)
-            answers.append(describe(scenes[i]))
-            feats.append(clean_feats[i])
-        ids, mask, labels = _sft_batch(processor, questions, answers, audio_tokens)
+                i = int(rng.integers(cfg.scenes))
+                chats.append(conversation(scenes[i], rng, cfg))
+                feats.append(clean_feats[i])
+        ids, mask, labels = _sft_batch(processor, chats, audio_tokens)
         features = torch.stack(feats).float()
         hidden = model.model(
             input_ids=ids,
@@ -470,16 +494,13 @@ def train(cfg: JudgeMiniConfig, log=print):
         ).last_hidden_state
         target = labels[:, 1:]
         logits = model.lm_head(hidden[:, :-1][target != -100])  # only answer tokens are trained
-        per_token = torch.nn.functional.cross_entropy(logits, target[target != -100], reduction="none")
-        n_qa = cfg.batch_size  # single-token answers come first, one per row
-        qa_loss = per_token[:n_qa].mean()
-        loss = qa_loss + cfg.describe_weight * per_token[n_qa:].mean() if cfg.describe_batch else qa_loss
+        loss = torch.nn.functional.cross_entropy(logits, target[target != -100])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(qa_loss.item())
+        losses.append(loss.item())
         if step % 100 == 0 or step == cfg.steps - 1:
             log(
                 f"step {step:5d}  answer loss {np.mean(losses[-100:]):.3f}  "
