@@ -81,14 +81,14 @@ class JudgeMiniConfig:
     """Conversations per step (each one clip and several questions about it)."""
     degraded_share: float = 0.25
     """Share of conversations about a degraded clip (asking its quality) instead of a clean one."""
-    describe_prob: float = 0.3
+    describe_prob: float = 1.0
     """Probability that a clean clip's conversation also asks "Describe the sounds in this audio.",
     answered with the scene's words: dense supervision that grounds the audio tokens in event names."""
-    max_turns: int = 8
+    max_turns: int = 6
     """Questions per conversation at most."""
     perturb_prob: float = 0.2
     """Probability that a true caption gets one of TTA-Bench's surface perturbations."""
-    lr: float = 1e-3
+    lr: float = 1.5e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay)."""
     warmup: int = 150
     """Warm-up steps."""
