@@ -186,7 +186,7 @@ def build_model(cfg: JudgeMiniConfig, tokenizer):
     torch.manual_seed(cfg.seed)
     model = Qwen2AudioForConditionalGeneration(config)
     encoder = model.model.audio_tower
-    # transformers' init (N(0, 0.02)) leaves the conv front end's output ~30x below the positions' and
+    # transformers' init (N(0, 0.02)) leaves the conv front end's output far below the positions' and
     # a random position table hides the time axis: PyTorch's conv init, and Whisper's sinusoids at 0.1.
     encoder.conv1.reset_parameters()
     encoder.conv2.reset_parameters()
