@@ -261,7 +261,7 @@ class JudgeScorer(Scorer):
             if not self.weights[metric]:
                 value, reason = math.nan, f"not asked ({self.name} weight w_{metric}=0)"
             elif reads is None:
-                value, reason = math.nan, self._not_applicable(clip, metric)
+                value, reason = math.nan, self._not_applicable(metric)
             elif metric == "events":  # every event must be read: a mean over some would flatter
                 bad = [r for _, r in reads if r]
                 value = math.nan if bad else float(np.mean([v for v, _ in reads]))
@@ -276,7 +276,7 @@ class JudgeScorer(Scorer):
             result.errors["total"] = reason
         return result
 
-    def _not_applicable(self, clip: Clip, metric: str) -> str:
+    def _not_applicable(self, metric: str) -> str:
         if metric == "events":
             return "the prompt has no event_list"
         return "the prompt states no sequence or parallelism of two or more events"

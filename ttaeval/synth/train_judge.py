@@ -253,11 +253,9 @@ def aqa_question(scene: Scene, truth: bool, rng: np.random.Generator, perturb_pr
     raise RuntimeError("no corruption applies")  # swap always applies to a training scene
 
 
-def event_question(scene: Scene, truth: bool, rng: np.random.Generator) -> str:
-    if truth:
-        event = scene.events[int(rng.integers(len(scene.events)))]
-    else:
-        event = random_event(rng, _other_type(scene, rng))
+def absent_event_question(scene: Scene, rng: np.random.Generator) -> str:
+    """ "Can you hear ...?" about an event type the scene does not hold (answer: No)."""
+    event = random_event(rng, _other_type(scene, rng))
     return TEMPLATES["qwen2-audio"].event.format(event=event_description(event))
 
 
@@ -294,7 +292,8 @@ def describe(scene: Scene) -> str:
 
 def conversation(scene: Scene, rng: np.random.Generator, cfg: JudgeMiniConfig) -> list[tuple[str, str]]:
     """Questions about one clean clip, with their answers, in random order: the caption and a corrupted
-    one, every event present and as many absent, the relation both ways, sometimes the description.
+    one, every event present and as many absent, the relation both ways, and (with probability
+    ``describe_prob``) the description.
 
     Many answers per clip give many labels per forward pass; the first turn is a lone question, as
     the judge asks it.
@@ -305,7 +304,7 @@ def conversation(scene: Scene, rng: np.random.Generator, cfg: JudgeMiniConfig) -
     ]
     for event in scene.events:
         present = TEMPLATES["qwen2-audio"].event.format(event=event_description(event))
-        turns += [(present, "Yes"), (event_question(scene, False, rng), "No")]
+        turns += [(present, "Yes"), (absent_event_question(scene, rng), "No")]
     if len(scene.events) >= 2:
         turns += [(relation_question(scene, True, rng), "Yes"), (relation_question(scene, False, rng), "No")]
     order = rng.permutation(len(turns))[: cfg.max_turns]
