@@ -113,7 +113,7 @@ class HFJudgeScorer(JudgeScorer):
 
         texts = [self.chat(q) for q in questions]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), 0), np.float32)
+        out: np.ndarray | None = None
         size = max(1, self.question_batch)
         for s in range(0, len(order), size):
             rows = order[s : s + size]
@@ -132,10 +132,10 @@ class HFJudgeScorer(JudgeScorer):
                 else:  # Omni computes its own 3-D positions from the mask
                     logits = self._model(**inputs).logits[:, -1, :]
             probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-            if out.shape[1] != probs.shape[1]:
-                out = np.zeros((len(texts), probs.shape[1]), np.float32)
+            if out is None:
+                out = np.empty((len(texts), probs.shape[1]), np.float32)
             out[rows] = probs
-        return out
+        return out if out is not None else np.zeros((0, 0), np.float32)
 
     def answer(
         self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]
