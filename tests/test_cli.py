@@ -125,7 +125,7 @@ def test_leaderboard_formats(tmp_path):
     assert peak.loc["loud", "mean"] == pytest.approx(0.6, abs=0.01)
     assert peak.loc["quiet", "mean"] == pytest.approx(0.05, abs=0.01)
     assert (peak["n"] == 8).all()
-    records = json.loads(cli("leaderboard", tmp_path / "run", "--format", "json").stdout)
+    records = json.loads(cli("leaderboard", tmp_path / "run", "--format", "json").stdout)["leaderboard"]
     assert {r["system"] for r in records} == {"quiet", "loud"}
     loud = next(r for r in records if r["system"] == "loud" and r["metric"] == "signal/loudness_lufs")
     assert loud["ci_low"] <= loud["mean"] <= loud["ci_high"]

@@ -7,6 +7,7 @@ Exit codes: 0 when every clip scored, 1 when some failed (their records are stil
 from __future__ import annotations
 
 import importlib.util
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -23,12 +24,14 @@ from ttaeval.folder import collect_folder
 from ttaeval.optional import install_hint
 from ttaeval.prompts import PromptError, load_prompts
 from ttaeval.protocols import PROTOCOLS, get_protocol
+from ttaeval.report.html import frame_table
 from ttaeval.report.tables import (
     clip_table,
     correlations_markdown,
     human_correlations,
     leaderboard,
     leaderboard_markdown,
+    paired_table,
     tta_bench_markdown,
     tta_bench_table,
 )
@@ -171,6 +174,126 @@ def score(
     raise typer.Exit(0 if summary.all_ok else 1)
 
 
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` options -> a dict (order kept); a repeated name or a missing ``=`` is an error."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+        if key.strip() in out:
+            raise ValueError(f"{flag}: {key.strip()!r} given twice")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command()
+def run(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="TOML run file (keys: RunConfig's fields).")
+    ] = None,
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", help="NAME=GENERATOR_SPEC, e.g. base=resonate:ckpt/ or mine=folder:wavs/."),
+    ] = None,
+    suite: Annotated[
+        str | None, typer.Option("--suite", help="TTA-Bench folder/JSON, AudioCaps jsonl, .txt, synth:NAME.")
+    ] = None,
+    scorer: Annotated[list[str] | None, typer.Option("--scorer", help="Scorer spec; repeatable.")] = None,
+    protocol: Annotated[
+        str | None, typer.Option("--protocol", help="Add a named protocol's scorers.")
+    ] = None,
+    weights: Annotated[
+        list[str] | None, typer.Option("--weights", help="KEY=PATH checkpoint for --protocol; repeatable.")
+    ] = None,
+    samples_per_prompt: Annotated[
+        int | None, typer.Option("--samples-per-prompt", min=1, help="Clips per prompt and system.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Run seed (per-clip seeds derive from it).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds per generated clip.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="The system whose clips are the reference set (FAD).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per batch and commit.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the suite's first N prompts.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory (resumed if it exists).")] = None,
+    quiet: Annotated[bool, typer.Option(help="No leaderboard at the end.")] = False,
+) -> None:
+    """Generate and score: every system answers every prompt, every clip is scored, all resumable.
+
+    Under torchrun (``torchrun --nproc-per-node N -m ttaeval run ...``) prompts are sharded over ranks.
+    """
+    from ttaeval.runner import RunConfig, dist_env
+    from ttaeval.runner import run as run_benchmark
+
+    rank, world = dist_env()
+    try:
+        flags = {
+            "out": out,
+            "systems": _pairs(system, "--system"),
+            "suite": suite,
+            "scorers": list(scorer or []),
+            "protocol": protocol,
+            "weights": _pairs(weights, "--weights"),
+            "samples_per_prompt": samples_per_prompt,
+            "seed": seed,
+            "duration": duration,
+            "steps": steps,
+            "guidance": guidance,
+            "reference": reference,
+            "batch_size": batch_size,
+            "limit": limit,
+        }
+        if config is not None:
+            cfg = RunConfig.from_toml(config, **flags)
+        else:
+            missing = [f"--{k}" for k in ("out", "suite") if flags[k] is None] + (
+                ["--system"] if not flags["systems"] else []
+            )
+            if missing:
+                raise ValueError(f"give {', '.join(missing)} (or --config FILE)")
+            cfg = RunConfig(**{k: v for k, v in flags.items() if v is not None})
+    except (ValueError, TypeError) as exc:
+        raise _usage_error(str(exc)) from None
+    progress = Progress(
+        TextColumn("run"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=rank != 0,
+    )
+    with progress:
+        task = progress.add_task("run", total=None)
+        try:
+            summary = run_benchmark(
+                cfg,
+                on_plan=lambda n: progress.update(task, total=n),
+                on_progress=lambda n: progress.advance(task, n),
+            )
+        except (KeyError, ValueError, ImportError, OSError, PromptError, StoreError) as exc:
+            raise _usage_error(str(exc).strip("'\"")) from None
+    for message in summary.errors[:20] + summary.scoring.errors[:20]:
+        console.print(f"[yellow]failed:[/yellow] {message}", highlight=False)
+    sc = summary.scoring
+    where = f"rank {rank}/{world}: " if world > 1 else ""
+    console.print(
+        f"{where}{summary.planned} clips planned, {summary.skipped} already complete; "
+        f"{summary.generated} generated, {summary.loaded} read, "
+        f"{summary.generation_failed} failed to generate; "
+        f"{sc.computed} scores computed, {sc.cached} from cache, {sc.failed} failed. Store: {cfg.out}",
+        highlight=False,
+    )
+    if rank == 0 and not quiet:
+        with RunStore(cfg.out) as store:
+            board = leaderboard(store, reference=cfg.reference)
+        sys.stdout.write(leaderboard_markdown(board))
+    raise typer.Exit(0 if summary.all_ok else 1)
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
@@ -191,18 +314,33 @@ def export(
 @app.command(name="leaderboard")
 def leaderboard_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
-    format: Annotated[str, typer.Option("--format", help="md, csv or json.")] = "md",
+    format: Annotated[str, typer.Option("--format", help="md, csv, json or html.")] = "md",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by", help="Group prompts: dimension, event_count, event_relation, perturbation_type, ..."
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Paired differences of every system against this one.")
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option("--reference", help="Reference system for FAD/FAD-inf/KAD (default: the run's)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     protocol: Annotated[
         str | None, typer.Option("--protocol", help="tta-bench: its per-dimension/attribute tables.")
     ] = None,
 ) -> None:
-    """Mean and 95% bootstrap CI over prompts, per system and metric."""
-    if format not in ("md", "csv", "json"):
-        raise _usage_error(f"--format must be md, csv or json, not {format!r}")
+    """Mean and 95% bootstrap CI over prompts per system and metric; set metrics; paired tests."""
+    from ttaeval.report.html import leaderboard_html, page
+
+    if format not in ("md", "csv", "json", "html"):
+        raise _usage_error(f"--format must be md, csv, json or html, not {format!r}")
     if protocol is not None:
         if protocol != "tta-bench":
             raise _usage_error(
@@ -210,20 +348,61 @@ def leaderboard_cmd(
             )
         with _open_existing(run_dir) as store:
             table = tta_bench_table(store)
-        text = {"md": lambda: tta_bench_markdown(table), "csv": lambda: table.to_csv(index=False)}.get(
-            format, lambda: table.to_json(orient="records", indent=1)
-        )()
+        text = {
+            "md": lambda: tta_bench_markdown(table),
+            "csv": lambda: table.to_csv(index=False),
+            "html": lambda: page(f"TTA-Bench tables: {run_dir.name}", frame_table(table)),
+        }.get(format, lambda: table.to_json(orient="records", indent=1))()
         _write(text, output)
         return
     with _open_existing(run_dir) as store:
-        board = leaderboard(store, seed=seed)
+        runs = store.runs()
+        if reference is None and runs:
+            reference = runs[-1]["config"].get("reference")
+        try:
+            board = leaderboard(store, by=by, reference=reference, seed=seed)
+            paired = paired_table(store, baseline, by=by, seed=seed) if baseline else None
+        except ValueError as exc:
+            raise _usage_error(str(exc)) from None
     if format == "md":
-        text = leaderboard_markdown(board)
-    elif format == "csv":
-        text = board.to_csv(index=False)
+        text = leaderboard_markdown(board, paired)
+    elif format == "html":
+        text = page(f"Leaderboard: {run_dir.name}", leaderboard_html(board, paired))
     else:
-        text = board.to_json(orient="records", indent=1)
+        frames = {"leaderboard": board, **({"paired": paired} if paired is not None else {})}
+        if format == "csv":
+            text = board.to_csv(index=False) + (
+                "\n" + paired.to_csv(index=False) if paired is not None else ""
+            )
+        else:
+            text = json.dumps(
+                {k: json.loads(f.to_json(orient="records")) for k, f in frames.items()}, indent=1
+            )
     _write(text, output)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, report.html, figures/.")],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Paired tests of every system against this one.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Reference system for set metrics (default: the run's).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="The report's title.")] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Write a run's report: Markdown, a self-contained HTML page, and PNG figures."""
+    from ttaeval.report.report import write_report
+
+    _open_existing(run_dir).close()
+    try:
+        files = write_report(run_dir, out, baseline=baseline, reference=reference, seed=seed, title=title)
+    except ValueError as exc:
+        raise _usage_error(str(exc)) from None
+    console.print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} figures", highlight=False)
 
 
 @app.command()

@@ -6,11 +6,15 @@ needs them is asked for, so ``import ttaeval`` stays fast and works without the 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -75,3 +79,40 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[Entry[T]]:
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+
+def options_to_kwargs(cls: type, options: Iterable[tuple[str, str]], what: str) -> dict[str, Any]:
+    """Spec options (``KEY=VALUE`` strings) -> keyword arguments of the dataclass ``cls``, each value
+    converted to its field's type; an unknown key is an error listing the accepted ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, raw in options:
+        if key not in fields:
+            raise ValueError(f"{what} has no option {key!r}; options: {', '.join(sorted(fields))}")
+        kwargs[key] = convert_option(raw, hints[key], f"{what} option {key}")
+    return kwargs
+
+
+def convert_option(raw: str, hint: Any, what: str) -> Any:
+    """One option string as ``hint`` (bool, int, float, str, Path, or an Optional of one)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw.lower() in ("none", "null", ""):
+            return None
+        hint = args[0] if len(args) == 1 else str
+    try:
+        if hint is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint in (int, float, str):
+            return hint(raw)
+        if hint is Path:
+            return Path(raw).expanduser()
+    except ValueError:
+        raise ValueError(f"{what}: cannot read {raw!r} as {getattr(hint, '__name__', hint)}") from None
+    return raw

@@ -91,17 +91,29 @@ def score_items(
                         got.warnings,
                     )
                 )
-            converted: dict[tuple[int, int | None, int | None], Clip] = {}
-            pending = [(s, _score_missing(s, clips, store, summary, converted)) for s in scorers]
-            with store.transaction():
-                for rec in records:
-                    store.put_clip(rec)
-                for scorer, scored in pending:
-                    for (clip_key, prompt_key), result in scored.items():
-                        store.put_result(clip_key, prompt_key, scorer.id, result)
+            score_and_commit(records, clips, scorers, store, summary)
             if on_batch:
                 on_batch(len(batch))
     return summary
+
+
+def score_and_commit(
+    records: Sequence[ClipRecord],
+    clips: Sequence[Clip],
+    scorers: Sequence[Scorer],
+    store: RunStore,
+    summary: ScoringSummary,
+) -> None:
+    """Score what the store lacks for ``clips`` with every scorer, then commit the clip rows and the
+    results in one transaction (a batch is stored whole or not at all)."""
+    converted: dict[tuple[int, int | None, int | None], Clip] = {}
+    pending = [(s, _score_missing(s, list(clips), store, summary, converted)) for s in scorers]
+    with store.transaction():
+        for rec in records:
+            store.put_clip(rec)
+        for scorer, scored in pending:
+            for (clip_key, prompt_key), result in scored.items():
+                store.put_result(clip_key, prompt_key, scorer.id, result)
 
 
 def _load(item: AudioItem, validation: ValidationConfig) -> Clip | str:

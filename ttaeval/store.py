@@ -8,6 +8,8 @@ Tables:
     results    (clip key, prompt key, scorer id) -> ok / error: the score cache.
     metric_values  one row per metric of a result: value (NULL for NaN) and the reason.
     artefacts  per-clip arrays (embeddings, posteriors) as float32 blobs.
+    systems    system -> the generator that made its clips (``ttaeval run``): a stored system is
+               never extended by another generator.
 
 The cache is keyed by content only: the clip's PCM hash and, for scorers that read the prompt, the
 prompt's content hash (identical audio answering two prompts — silence from a broken model — has
@@ -63,11 +65,55 @@ CREATE TABLE IF NOT EXISTS metric_values (
 CREATE TABLE IF NOT EXISTS artefacts (
     clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, name TEXT NOT NULL,
     shape TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (clip_key, prompt_key, scorer_id, name));
+CREATE TABLE IF NOT EXISTS systems (system TEXT PRIMARY KEY, spec TEXT NOT NULL, identity TEXT NOT NULL);
 """
+# Tables a shard holds and a merge copies (runs stay with the main store).
+MERGED_TABLES = ("scorers", "prompts", "systems", "clips", "results", "metric_values", "artefacts")
+LOCK_NAME = ".lock"
 
 
 class StoreError(RuntimeError):
-    """The run directory cannot be used as asked (another suite's prompts, a newer schema)."""
+    """The run directory cannot be used as asked (another suite's prompts, a newer schema, a lock)."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a process writes to it.
+
+    ``flock`` on ``RUN_DIR/.lock``: the kernel releases it when the process dies, even by SIGKILL,
+    so a killed run never leaves a stale lock; a second writer is refused with the holder's pid.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        import fcntl
+        import os
+
+        path = Path(run_dir) / LOCK_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise StoreError(
+                f"{run_dir} is in use by another ttaeval process (pid {holder}); wait for it to finish "
+                "or use another run directory"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        import os
+
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -106,7 +152,7 @@ class RunStore:
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION})")
 
@@ -132,18 +178,26 @@ class RunStore:
         self._db.execute("COMMIT")
 
     # -- writes ------------------------------------------------------------------------------------
+    def register_scorers(self, scorers: Sequence[Scorer]) -> None:
+        """Record each scorer's id, label and metrics (what the tables need to name and orient them)."""
+        with self.transaction():
+            self._register_scorers(scorers)
+
+    def _register_scorers(self, scorers: Sequence[Scorer]) -> None:
+        for s in scorers:
+            metrics = [
+                {"name": m.name, "higher_is_better": m.higher_is_better, "range": list(m.range)}
+                for m in s.metrics
+            ]
+            self._db.execute(
+                "INSERT OR REPLACE INTO scorers VALUES (?, ?, ?, ?)",
+                (s.id, s.label, int(s.uses_prompt), json.dumps(metrics)),
+            )
+
     def record_run(self, command: str, config: dict[str, Any], scorers: Sequence[Scorer]) -> int:
         """Append this invocation to the manifest and register its scorers."""
         with self.transaction():
-            for s in scorers:
-                metrics = [
-                    {"name": m.name, "higher_is_better": m.higher_is_better, "range": list(m.range)}
-                    for m in s.metrics
-                ]
-                self._db.execute(
-                    "INSERT OR REPLACE INTO scorers VALUES (?, ?, ?, ?)",
-                    (s.id, s.label, int(s.uses_prompt), json.dumps(metrics)),
-                )
+            self._register_scorers(scorers)
             cur = self._db.execute(
                 "INSERT INTO runs (started, command, config, versions, git_revision, scorer_ids) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -214,7 +268,62 @@ class RunStore:
                 (*key, name, json.dumps(list(arr.shape)), arr.tobytes()),
             )
 
+    def claim_system(self, system: str, spec: str, identity: dict[str, Any]) -> None:
+        """Record which generator makes ``system``'s clips; another generator under the same name is
+        refused (its stored clips would be mixed with the new ones)."""
+        ident = json.dumps(identity, sort_keys=True)
+        row = self._db.execute("SELECT spec, identity FROM systems WHERE system=?", (system,)).fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO systems VALUES (?, ?, ?)", (system, spec, ident))
+        elif row[1] != ident:
+            raise StoreError(
+                f"{self.run_dir}: system {system!r} was generated by {row[0]!r}; it cannot now be "
+                f"{spec!r}. Give the new system another name, or use a new run directory."
+            )
+
+    def merge(self, other: str | Path) -> None:
+        """Copy every row of another store (a rank's shard) into this one, in one transaction.
+        Rows are idempotent upserts, so merging the same shard twice changes nothing."""
+        other_path = Path(other)
+        other_path = other_path / STORE_NAME if other_path.is_dir() else other_path
+        self._db.execute("ATTACH DATABASE ? AS shard", (str(other_path),))
+        try:
+            with self.transaction():
+                for table in MERGED_TABLES:
+                    self._db.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM shard.{table}")
+        finally:
+            self._db.execute("DETACH DATABASE shard")
+
     # -- reads -------------------------------------------------------------------------------------
+    def clip_rows(self, system: str) -> dict[tuple[str, int], ClipRecord]:
+        """The stored clips of one system by (prompt id, sample)."""
+        cur = self._db.execute(
+            "SELECT prompt_id, sample, clip_key, prompt_key, source, error FROM clips WHERE system=?",
+            (system,),
+        )
+        return {
+            (pid, sample): ClipRecord(system, pid, sample, key, pkey, source, error=error)
+            for pid, sample, key, pkey, source, error in cur
+        }
+
+    def artefacts(self, scorer_id: str, name: str) -> pd.DataFrame:
+        """One artefact of one scorer for every clip: columns system, prompt_id, sample, array."""
+        query = """
+            SELECT c.system, c.prompt_id, c.sample, a.shape, a.data
+            FROM clips c JOIN scorers s ON s.scorer_id = ?
+            JOIN artefacts a ON a.clip_key = c.clip_key AND a.scorer_id = s.scorer_id AND a.name = ?
+             AND a.prompt_key = CASE WHEN s.uses_prompt THEN c.prompt_key ELSE '' END
+            ORDER BY c.system, c.prompt_id, c.sample
+        """
+        rows = self._db.execute(query, (scorer_id, name)).fetchall()
+        return pd.DataFrame(
+            [
+                (system, pid, sample, np.frombuffer(data, dtype=np.float32).reshape(json.loads(shape)))
+                for system, pid, sample, shape, data in rows
+            ],
+            columns=["system", "prompt_id", "sample", "array"],
+        )
+
     def done(self, scorer_id: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (clip key, prompt key) pairs already have a successful result for this scorer."""
         keys = list(dict.fromkeys(keys))
@@ -253,6 +362,10 @@ class RunStore:
         frame = pd.read_sql_query("SELECT * FROM scorers ORDER BY label", self._db)
         frame["metrics"] = frame["metrics"].map(json.loads)
         return frame
+
+    def systems(self) -> pd.DataFrame:
+        """The generated systems: system, the generator spec, its identity (JSON)."""
+        return pd.read_sql_query("SELECT * FROM systems ORDER BY system", self._db)
 
     def prompts(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM prompts ORDER BY prompt_id", self._db)

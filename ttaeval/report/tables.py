@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from ttaeval.stats import DEFAULT_RESAMPLES, bootstrap_ci, per_prompt_means
+from ttaeval.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
 from ttaeval.store import RunStore
 
 KEY_COLUMNS = ["system", "prompt_id", "sample"]
@@ -52,78 +54,320 @@ def clip_table(store: RunStore) -> pd.DataFrame:
     return table.drop(columns=["score_errors"])
 
 
+SET_ARTEFACT = "audio_embedding"
+"""The per-clip artefact that set metrics (FAD, FAD-inf, KAD against the reference system) use."""
+
+
+def prompt_groups(store: RunStore, by: str) -> pd.Series:
+    """prompt_id -> the prompt's value of ``by``: ``dimension`` or any attribute (``event_count``,
+    ``event_relation``, ``perturbation_type``, ...); prompts without it get ``"–"``."""
+    prompts = store.prompts()
+    if by == "dimension":
+        values = prompts["dimension"]
+    else:
+        attrs = prompts["attributes"].map(json.loads)
+        known = sorted({k for a in attrs for k, v in a.items() if isinstance(v, str | int | float | bool)})
+        if by not in known:
+            raise ValueError(f"no prompt attribute {by!r}; group by dimension or one of: {', '.join(known)}")
+        values = attrs.map(lambda a: a.get(by, "–"))
+    return pd.Series(values.map(str).to_numpy(), index=prompts["prompt_id"].to_numpy(), name=by)
+
+
 def leaderboard(
-    store: RunStore, *, level: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    store: RunStore,
+    *,
+    by: str | None = None,
+    reference: str | None = None,
+    level: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Long table: one row per system and metric with mean, CI over prompts, N and failures.
+    """Long table: one row per (group,) system and metric with mean, CI over prompts, N and failures.
 
     Samples of one prompt are averaged first; the CI is a seeded percentile bootstrap over prompts.
     ``n_failed`` counts clips with no value for the metric (unreadable files included): they are
-    left out of the mean, never counted as 0.
+    left out of the mean, never counted as 0. ``best`` marks, per (group, metric) with a direction,
+    the best system only when its CI lies wholly beyond every other system's CI.
+
+    With ``reference`` (a system of the run), set metrics are added for every scorer that stores
+    clip embeddings: ``LABEL/FAD``, ``LABEL/FAD-inf`` and ``LABEL/KAD`` of each other system's clips
+    against the reference system's (``n`` = clips; no CI). With ``by``, every statistic is computed
+    within each group of prompts (``prompt_groups``).
     """
     table = clip_table(store)
     directions = metric_directions(store)
+    groups = prompt_groups(store, by) if by else None
+    table["group"] = table["prompt_id"].map(groups) if groups is not None else ""
     rows = []
-    for system, group in table.groupby("system", sort=True):
+    for (group, system), part in table.groupby(["group", "system"], sort=True):
         for column in [c for c in directions if c in table.columns]:
-            per_prompt = per_prompt_means(group[column], group["prompt_id"])
+            per_prompt = per_prompt_means(part[column], part["prompt_id"])
             est = bootstrap_ci(per_prompt.to_numpy(), level=level, n_resamples=n_resamples, seed=seed)
             rows.append(
                 {
+                    "group": group,
                     "system": system,
                     "metric": column,
                     "higher_is_better": directions[column],
                     **est.to_dict(),
-                    "n_clips": len(group),
-                    "n_failed": int(group[column].isna().sum()),
+                    "n_clips": len(part),
+                    "n_failed": int(part[column].isna().sum()),
                 }
             )
-    return pd.DataFrame(
+    if reference is not None:
+        rows += _set_metric_rows(store, table, reference)
+    board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS[:-1])
+    board["best"] = _separated_best(board)
+    if not by:
+        board = board.drop(columns=["group"])
+    board.attrs["by"] = by
+    return board
+
+
+LEADERBOARD_COLUMNS = [
+    "group",
+    "system",
+    "metric",
+    "higher_is_better",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_clips",
+    "n_failed",
+    "best",
+]
+
+
+def _set_metric_rows(store: RunStore, table: pd.DataFrame, reference: str) -> list[dict]:
+    """FAD, FAD-inf and KAD of each system's clip embeddings against the reference system's."""
+    from ttaeval.setmetrics import fad, fad_inf, kad
+
+    if reference not in set(table["system"]):
+        raise ValueError(f"reference system {reference!r} is not in the run")
+    rows = []
+    for _, sc in store.scorers().iterrows():
+        arts = store.artefacts(sc["scorer_id"], SET_ARTEFACT)
+        if arts.empty:
+            continue
+        arts = arts.merge(
+            table[["system", "prompt_id", "sample", "group"]], on=["system", "prompt_id", "sample"]
+        )
+        ref_all = arts[arts["system"] == reference]
+        for (group, system), part in arts[arts["system"] != reference].groupby(
+            ["group", "system"], sort=True
+        ):
+            ref = ref_all[ref_all["group"] == group]
+            if len(ref) < 2 or len(part) < 2:
+                continue
+            x, r = np.stack(part["array"].to_list()), np.stack(ref["array"].to_list())
+            n_clips = int((table["system"] == system).where(table["group"] == group, False).sum())
+            base = {
+                "group": group,
+                "system": system,
+                "higher_is_better": False,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "n": len(part),
+                "n_clips": n_clips,
+                "n_failed": n_clips - len(part),
+            }
+            if min(len(x), len(r)) <= x.shape[1]:
+                warnings.warn(
+                    f"{sc['label']} FAD of {system}: {len(x)} clips and {len(r)} references of dimension "
+                    f"{x.shape[1]}: singular covariances; FAD is biased and comparable only at equal n",
+                    stacklevel=2,
+                )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # said once above, not once per FAD-inf subset
+                try:
+                    inf = fad_inf(x, r, min_size=max(2, min(500, len(part) // 2))).value
+                except ValueError:
+                    inf = math.nan
+                values = (("FAD", fad(x, r)), ("FAD-inf", inf), ("KAD", kad(x, r)))
+            for name, value in values:
+                rows.append({**base, "metric": f"{sc['label']}/{name}", "mean": value})
+    return rows
+
+
+def _separated_best(board: pd.DataFrame) -> pd.Series:
+    """True where a system is best in its (group, metric) and its CI clears every other system's."""
+    best = pd.Series(False, index=board.index)
+    for _, part in board.groupby(["group", "metric"], sort=False):
+        hib = part["higher_is_better"].iloc[0]
+        part = part[np.isfinite(part["mean"].astype(float))]
+        if hib is None or len(part) < 2 or part[["ci_low", "ci_high"]].isna().any().any():
+            continue
+        top = part["mean"].idxmax() if hib else part["mean"].idxmin()
+        others = part.drop(index=top)
+        clear = (
+            part.at[top, "ci_low"] > others["ci_high"].max()
+            if hib
+            else part.at[top, "ci_high"] < others["ci_low"].min()
+        )
+        best[top] = bool(clear)
+    return best
+
+
+def paired_table(
+    store: RunStore,
+    baseline: str,
+    *,
+    by: str | None = None,
+    level: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Every other system against ``baseline``, per (group,) metric, on the prompts both answered:
+    mean difference (system − baseline) with its bootstrap CI, the paired sign-flip permutation
+    p-value, n, and ``verdict``: ``better``/``worse`` (direction-aware) when p < 1 − level, else
+    ``no difference``."""
+    table = clip_table(store)
+    if baseline not in set(table["system"]):
+        raise ValueError(
+            f"baseline {baseline!r} is not a system of the run: {', '.join(sorted(set(table['system'])))}"
+        )
+    directions = metric_directions(store)
+    table["group"] = table["prompt_id"].map(prompt_groups(store, by)) if by else ""
+    rows = []
+    for group, part in table.groupby("group", sort=True):
+        base = part[part["system"] == baseline]
+        for system in sorted(set(part["system"]) - {baseline}):
+            other = part[part["system"] == system]
+            for column in [c for c in directions if c in table.columns]:
+                d = paired_difference(
+                    per_prompt_means(other[column], other["prompt_id"]),
+                    per_prompt_means(base[column], base["prompt_id"]),
+                    level=level,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                )
+                hib = directions[column]
+                verdict = "no difference"
+                if hib is not None and d.p_value < 1 - level:
+                    verdict = "better" if (d.mean > 0) == hib else "worse"
+                elif hib is None and d.p_value < 1 - level:
+                    verdict = "differs"
+                rows.append(
+                    {
+                        "group": group,
+                        "system": system,
+                        "baseline": baseline,
+                        "metric": column,
+                        "higher_is_better": hib,
+                        **d.to_dict(),
+                        "verdict": verdict,
+                    }
+                )
+    out = pd.DataFrame(
         rows,
         columns=[
+            "group",
             "system",
+            "baseline",
             "metric",
             "higher_is_better",
-            "mean",
+            "diff",
             "ci_low",
             "ci_high",
+            "p_value",
             "n",
-            "n_clips",
-            "n_failed",
+            "verdict",
         ],
     )
+    return out if by else out.drop(columns=["group"])
 
 
-def _fmt(x: float) -> str:
-    if not math.isfinite(x):
+def fmt(x: float) -> str:
+    """A number for a table: 3 decimals, or 3 significant digits when very large or small."""
+    if x is None or not math.isfinite(x):
         return "–"
     mag = abs(x)
     return f"{x:.3g}" if mag >= 1000 or (0 < mag < 0.001) else f"{x:.3f}"
 
 
-def leaderboard_markdown(board: pd.DataFrame, level: float = 0.95) -> str:
-    """Systems as rows, metrics as columns: ``mean [low, high]`` with ↑/↓ in the header."""
-    if board.empty:
-        return "_no scores_\n"
-    arrows = {True: " ↑", False: " ↓"}
+ARROWS = {True: " ↑", False: " ↓"}
+
+
+def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[list[bool]]]:
+    """The leaderboard of one group as a grid: header, rows of cell texts, and which cells are best.
+    Per-prompt metrics read ``mean [low, high]``; set metrics ``value (n=N)``."""
     metrics = list(dict.fromkeys(board["metric"]))
-    header = ["system", "clips", "failed"] + [
-        m + arrows.get(board.loc[board["metric"] == m, "higher_is_better"].iloc[0], "") for m in metrics
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    direction = {m: board.loc[board["metric"] == m, "higher_is_better"].iloc[0] for m in metrics}
+    header = ["system", "clips", "failed"] + [m + ARROWS.get(direction[m], "") for m in metrics]
+    rows, marks = [], []
     for system, group in board.groupby("system", sort=True):
         cells = {r["metric"]: r for _, r in group.iterrows()}
-        failed = int(np.max([r["n_failed"] for r in cells.values()]))
-        row = [str(system), str(int(group["n_clips"].iloc[0])), str(failed)]
+        per_prompt = [r for r in cells.values() if math.isfinite(r["ci_low"]) or r["n"] < 2]
+        failed = int(np.max([r["n_failed"] for r in per_prompt])) if per_prompt else 0
+        row = [str(system), str(int(group["n_clips"].max())), str(failed)]
+        mark = [False, False, False]
         for m in metrics:
             r = cells.get(m)
-            row.append("–" if r is None else f"{_fmt(r['mean'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]")
-        lines.append("| " + " | ".join(row) + " |")
-    lines.append("")
+            if r is None:
+                row.append("–")
+            elif "/FAD" in m or m.endswith("/KAD"):
+                row.append(f"{fmt(r['mean'])} (n={int(r['n'])})")
+            else:
+                row.append(f"{fmt(r['mean'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]")
+            mark.append(bool(r is not None and r.get("best", False)))
+        rows.append(row)
+        marks.append(mark)
+    return header, rows, marks
+
+
+def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None, level: float = 0.95) -> str:
+    """Systems as rows, metrics as columns (one table per group when grouped), best in bold; then
+    the paired differences against the baseline, when given."""
+    if board.empty:
+        return "_no scores_\n"
+    lines: list[str] = []
+    grouped = "group" in board.columns
+    for group, part in board.groupby("group", sort=True) if grouped else [(None, board)]:
+        if grouped:
+            lines += [f"### {board.attrs.get('by', 'group')} = {group}", ""]
+        header, rows, marks = leaderboard_cells(part)
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row, mark in zip(rows, marks):
+            lines.append("| " + " | ".join(f"**{c}**" if m else c for c, m in zip(row, mark)) + " |")
+        lines.append("")
     lines.append(
-        f"Mean over prompts with a {int(level * 100)}% percentile-bootstrap CI; "
-        "'failed' is the most clips any metric could not score (left out, never counted as 0)."
+        f"Mean over prompts with a {int(level * 100)}% percentile-bootstrap CI; **bold**: best, with a CI "
+        "clear of every other system's. 'failed': the most clips any metric could not score (left out, "
+        "never counted as 0). FAD/FAD-inf/KAD: against the reference system's clips, n = clips."
     )
+    if paired is not None and not paired.empty:
+        lines += ["", paired_markdown(paired, level)]
+    return "\n".join(lines) + "\n"
+
+
+def paired_markdown(paired: pd.DataFrame, level: float = 0.95) -> str:
+    """One row per (group,) system and metric: difference to the baseline, CI, p-value, verdict."""
+    baseline = paired["baseline"].iloc[0]
+    grouped = "group" in paired.columns
+    head = ["group"] if grouped else []
+    lines = [
+        f"#### Against the baseline `{baseline}` (system − baseline, paired over prompts)",
+        "",
+        "| " + " | ".join([*head, "system", "metric", "difference [CI]", "p", "n", "verdict"]) + " |",
+        "|" + "---|" * (len(head) + 6),
+    ]
+    for _, r in paired.iterrows():
+        cells = [str(r["group"])] if grouped else []
+        cells += [
+            str(r["system"]),
+            r["metric"] + ARROWS.get(r["higher_is_better"], ""),
+            f"{fmt(r['diff'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]",
+            fmt(r["p_value"]),
+            str(int(r["n"])),
+            r["verdict"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"CI: {int(level * 100)}% percentile bootstrap over prompts; p: two-sided paired sign-flip "
+        f"permutation test; a verdict needs p < {1 - level:.2f}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +398,7 @@ def tta_bench_markdown(summary: pd.DataFrame) -> str:
         out += [f"### {metric}", "", "| section | group | " + " | ".join(systems) + " |"]
         out.append("|" + "---|" * (2 + len(systems)))
         for (section, group), rows in part.groupby(["section", "group"], sort=False):
-            cells = {r["system"]: f"{_fmt(r['value'])} (n={r['n']})" for _, r in rows.iterrows()}
+            cells = {r["system"]: f"{fmt(r['value'])} (n={r['n']})" for _, r in rows.iterrows()}
             out.append(f"| {section} | {group} | " + " | ".join(cells.get(s, "–") for s in systems) + " |")
         out.append("")
     out.append(
@@ -212,7 +456,7 @@ def correlations_markdown(table: pd.DataFrame) -> str:
     lines = ["| metric | rating | n | LCC | SRCC | KTAU |", "|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         cells = [
-            f"{_fmt(r[k])} [{_fmt(r[k + '_low'])}, {_fmt(r[k + '_high'])}]" for k in ("LCC", "SRCC", "KTAU")
+            f"{fmt(r[k])} [{fmt(r[k + '_low'])}, {fmt(r[k + '_high'])}]" for k in ("LCC", "SRCC", "KTAU")
         ]
         lines.append(f"| {r['metric']} | {r['rating']} | {r['n']} | " + " | ".join(cells) + " |")
     lines += [

@@ -7,14 +7,10 @@ only when its backend is built.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ttaeval.registry import Registry
+from ttaeval.registry import Registry, options_to_kwargs
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 __all__ = [
@@ -95,42 +91,11 @@ def get_scorer(spec: str | ScorerSpec, **overrides: Any) -> Scorer:
     """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     cls = SCORERS.get(f"{parsed.name}:{parsed.backend}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    kwargs: dict[str, Any] = {}
-    for key, raw in parsed.options:
-        if key not in fields:
-            raise ValueError(
-                f"{parsed.name}:{parsed.backend} has no option {key!r}; options: {', '.join(sorted(fields))}"
-            )
-        kwargs[key] = _convert(raw, hints[key], f"{parsed.name}:{parsed.backend} option {key}")
+    kwargs = options_to_kwargs(cls, parsed.options, f"{parsed.name}:{parsed.backend}")
     kwargs.update(overrides)
     scorer = cls(**kwargs)
     scorer.spec = str(parsed)  # type: ignore[attr-defined]
     return scorer
-
-
-def _convert(raw: str, hint: Any, what: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if raw.lower() in ("none", "null", ""):
-            return None
-        hint = args[0] if len(args) == 1 else str
-    try:
-        if hint is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if hint in (int, float, str):
-            return hint(raw)
-        if hint is Path:
-            return Path(raw).expanduser()
-    except ValueError:
-        raise ValueError(f"{what}: cannot read {raw!r} as {getattr(hint, '__name__', hint)}") from None
-    return raw
 
 
 register_scorer("signal", "builtin", "ttaeval.scorers.signal:SignalScorer")

@@ -1,0 +1,259 @@
+"""``ttaeval report RUN_DIR --out DIR``: a run as Markdown + one self-contained HTML page + PNGs.
+
+Sections: the manifest (systems and their generators, suite, protocol, scorer ids, versions, seeds,
+commands), the leaderboard with CIs (and paired tests against a baseline), breakdowns per dimension
+and per prompt attribute (event count, relation), TTA-Bench's robustness ratios and fairness scores
+where the suite has them, and figures: bars with CI whiskers, score against event count, and score
+distributions over prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ttaeval.report import html
+from ttaeval.report.tables import (
+    clip_table,
+    fmt,
+    leaderboard,
+    leaderboard_markdown,
+    metric_directions,
+    paired_table,
+    prompt_groups,
+    tta_bench_table,
+)
+from ttaeval.stats import per_prompt_means
+from ttaeval.store import RunStore
+
+BREAKDOWNS = ("dimension", "event_count", "event_relation")
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    figures: tuple[Path, ...]
+
+
+class _Doc:
+    """Markdown and HTML written side by side."""
+
+    def __init__(self) -> None:
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md += ["#" * level + " " + text, ""]
+        self.html.append(f"<h{level}>{escape(text)}</h{level}>")
+
+    def para(self, text: str) -> None:
+        self.md += [text, ""]
+        self.html.append(f"<p>{escape(text)}</p>")
+
+    def block(self, md: str, html_text: str) -> None:
+        self.md += [md.rstrip("\n"), ""]
+        self.html.append(html_text)
+
+
+def write_report(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    baseline: str | None = None,
+    reference: str | None = None,
+    seed: int = 0,
+    title: str | None = None,
+) -> ReportFiles:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` for a run into ``out``.
+
+    ``reference`` defaults to the reference system named in the run's config; ``baseline`` to none
+    (no paired tests).
+    """
+    out = Path(out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    with RunStore(run_dir) as store:
+        runs = store.runs()
+        config = runs[-1]["config"] if runs else {}
+        reference = reference or config.get("reference")
+        table = clip_table(store)
+        systems = sorted(set(table["system"]))
+        if baseline is not None and baseline not in systems:
+            raise ValueError(f"baseline {baseline!r} is not a system of the run: {', '.join(systems)}")
+        board = leaderboard(store, reference=reference, seed=seed)
+        paired = paired_table(store, baseline, seed=seed) if baseline else None
+        directions = metric_directions(store)
+        groups = {by: _groups_or_none(store, by) for by in BREAKDOWNS}
+        breakdowns = {
+            by: leaderboard(store, by=by, seed=seed)
+            for by, g in groups.items()
+            if g is not None and g.nunique() > 1
+        }
+        tta = tta_bench_table(store)
+        doc = _Doc()
+        _manifest(doc, store, runs, config)
+        doc.heading("Leaderboard")
+        doc.block(leaderboard_markdown(board, paired), html.leaderboard_html(board, paired))
+        figures = []
+        scored = [m for m, d in directions.items() if d is not None and m in table.columns]
+        if scored:
+            figures.append(_bars(board, scored, fig_dir / "bars.png"))
+        for by, part in breakdowns.items():
+            doc.heading(f"By {by.replace('_', ' ')}")
+            doc.block(leaderboard_markdown(part), html.leaderboard_html(part))
+        if "event_count" in breakdowns and scored:
+            figures.append(_by_event_count(breakdowns["event_count"], scored, fig_dir / "event_count.png"))
+        special = tta[tta["section"].isin(["robustness", "fairness"])] if not tta.empty else tta
+        if not special.empty:
+            doc.heading("Robustness and fairness (TTA-Bench)")
+            wide = special.pivot_table(
+                index=["section", "group", "metric"], columns="system", values="value", aggfunc="first"
+            ).reset_index()
+            doc.block(_frame_markdown(wide), html.frame_table(wide))
+            doc.para(
+                "robustness: mean ratio of a perturbed prompt's score to its source prompt's "
+                "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) "
+                "(lower = fairer)."
+            )
+        if scored:
+            figures.append(_distributions(table, scored, fig_dir / "distributions.png"))
+        doc.heading("Figures")
+        doc.block(
+            "\n".join(f"![{f.stem}](figures/{f.name})" for f in figures),
+            "\n".join(html.image(f, f.stem.replace("_", " ")) for f in figures),
+        )
+    title = title or f"ttaeval report: {Path(run_dir).name}"
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(f"# {title}\n\n" + "\n".join(doc.md), encoding="utf-8")
+    html_path.write_text(html.page(title, "\n".join(doc.html)), encoding="utf-8")
+    return ReportFiles(md_path, html_path, tuple(figures))
+
+
+def _groups_or_none(store: RunStore, by: str) -> pd.Series | None:
+    try:
+        return prompt_groups(store, by)
+    except ValueError:
+        return None
+
+
+def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> None:
+    doc.heading("Manifest")
+    systems = store.systems()
+    spec = dict(zip(systems["system"], systems["spec"]))
+    cfg_systems = config.get("systems") or {}
+    names = sorted(set(store.clips()["system"]))
+    rows = [[s, spec.get(s) or cfg_systems.get(s, "(scored folder)")] for s in names]
+    doc.block(_md_table(["system", "generator"], rows), html.table(["system", "generator"], rows))
+    facts = [
+        ["suite", str(config.get("suite", "–"))],
+        ["prompts", str(len(store.prompts()))],
+        ["protocol", str(config.get("protocol") or "–")],
+        ["samples per prompt", str(config.get("samples_per_prompt", 1))],
+        ["run seed", str(config.get("seed", "–"))],
+        [
+            "generation",
+            ", ".join(f"{k}={config[k]}" for k in ("duration", "steps", "guidance") if config.get(k))
+            or "generators' defaults",
+        ],
+        ["reference system", str(config.get("reference") or "–")],
+        ["ttaeval revision", str(runs[-1].get("git_revision") if runs else "–")],
+        ["versions", ", ".join(f"{k} {v}" for k, v in (runs[-1]["versions"] if runs else {}).items())],
+    ]
+    doc.block(_md_table(["", ""], facts), html.table(["", ""], facts))
+    scorers = [[r["label"], r["scorer_id"]] for _, r in store.scorers().iterrows()]
+    doc.block(_md_table(["scorer", "id"], scorers), html.table(["scorer", "id"], scorers))
+    commands = [[str(r["id"]), r["started"], r["command"]] for r in runs]
+    doc.block(
+        _md_table(["run", "started", "command"], commands),
+        html.table(["run", "started", "command"], commands),
+    )
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(x: str) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _frame_markdown(frame: pd.DataFrame) -> str:
+    rows = [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)]
+    return _md_table([str(c) for c in frame.columns], rows)
+
+
+def _grid(n: int) -> tuple[Figure, np.ndarray]:
+    """A figure of n panels, three a row (matplotlib's object API: no global pyplot state)."""
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def _bars(board: pd.DataFrame, metrics: list[str], path: Path) -> Path:
+    """One panel per metric: a bar per system, whiskers at the CI."""
+    fig, axes = _grid(len(metrics))
+    for ax, m in zip(axes, metrics):
+        part = board[board["metric"] == m].sort_values("system")
+        mean = part["mean"].to_numpy(float)
+        err = np.vstack([mean - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - mean])
+        ax.bar(range(len(part)), mean, yerr=np.nan_to_num(err), capsize=3, color="#5b8db8")
+        ax.set_xticks(range(len(part)), part["system"], rotation=30, ha="right", fontsize=8)
+        ax.set_title(m + {True: " ↑", False: " ↓"}.get(part["higher_is_better"].iloc[0], ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _by_event_count(board: pd.DataFrame, metrics: list[str], path: Path) -> Path:
+    """One panel per metric: score against the prompt's event count, a line per system, CI bands."""
+    fig, axes = _grid(len(metrics))
+    for ax, m in zip(axes, metrics):
+        part = board[(board["metric"] == m) & (board["group"] != "–")]
+        for system, rows in part.groupby("system", sort=True):
+            rows = (
+                rows.assign(k=pd.to_numeric(rows["group"], errors="coerce"))
+                .dropna(subset=["k"])
+                .sort_values("k")
+            )
+            ax.plot(rows["k"], rows["mean"], marker="o", label=system)
+            ax.fill_between(
+                rows["k"], rows["ci_low"].astype(float), rows["ci_high"].astype(float), alpha=0.15
+            )
+        ax.set_xlabel("events in the prompt", fontsize=8)
+        ax.set_title(m, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _distributions(table: pd.DataFrame, metrics: list[str], path: Path) -> Path:
+    """One panel per metric: the distribution over prompts of each system's per-prompt score."""
+    fig, axes = _grid(len(metrics))
+    systems = sorted(set(table["system"]))
+    for ax, m in zip(axes, metrics):
+        data = []
+        for s in systems:
+            part = table[table["system"] == s]
+            values = per_prompt_means(part[m], part["prompt_id"]).to_numpy()
+            data.append(values if values.size else np.array([np.nan]))
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(systems) + 1), systems, rotation=30, ha="right", fontsize=8)
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+__all__ = ["ReportFiles", "write_report"]

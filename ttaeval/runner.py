@@ -1,0 +1,435 @@
+"""The benchmark runner: plan -> generate -> score -> store, resumable and sharded over processes.
+
+``run(config)`` answers every prompt of a suite ``samples_per_prompt`` times with every system,
+scores each clip with every scorer, and commits batch by batch. Work the store already holds is
+skipped before anything is generated or loaded, so a run killed at any point and started again
+ends with exactly the rows of an uninterrupted run, and a finished run re-run computes nothing.
+
+Generated audio is written (float WAV, exact) under ``RUN_DIR/audio/SYSTEM/``, atomically, before
+its rows are committed; a ``folder`` system's clips stay where they are and are re-read on every
+run (the cache is keyed on their content, so an edited file is scored again, an unchanged one not).
+
+Under ``torchrun --nproc-per-node N -m ttaeval run ...`` the prompts are dealt out over the ranks,
+each rank writes its own shard store (``RUN_DIR/shards/rank-R``), and rank 0 merges the shards into
+the run store once every rank is done (torch.distributed barrier; gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from ttaeval.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
+from ttaeval.generators import GenerationFailure, GenerationSettings, Generator, clip_seed, get_generator
+from ttaeval.prompts import Prompt, load_prompts
+from ttaeval.scorers import Scorer, get_scorer
+from ttaeval.scoring import ScoringSummary, score_and_commit
+from ttaeval.store import ClipRecord, RunLock, RunStore, StoreError, prompt_key_for
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+AUDIO_DIR = "audio"
+SHARD_DIR = "shards"
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass
+class RunConfig:
+    """What ``ttaeval run`` does. A TOML file (``--config``) holds these keys; flags override them."""
+
+    out: Path
+    """The run directory (created if needed; an existing one is resumed)."""
+    systems: dict[str, str]
+    """System name -> generator spec (``folder:PATH``, ``synth,degrade=noise``, ``resonate:CKPT`` ...)."""
+    suite: str
+    """Prompt suite: a TTA-Bench folder or JSON file, an AudioCaps jsonl, a .txt, or ``synth:NAME``."""
+    scorers: list[str] = field(default_factory=list)
+    """Scorer specs (``clap:mini``, ``judge:mini,w_quality=0``, ...)."""
+    protocol: str | None = None
+    """A named protocol whose scorers are added (``ttaeval protocols``)."""
+    weights: dict[str, str] = field(default_factory=dict)
+    """Checkpoint paths for the protocol's scorers (KEY -> PATH)."""
+    samples_per_prompt: int = 1
+    """Clips per prompt and system (each with its own seed)."""
+    seed: int = 0
+    """Run seed; each (prompt, sample) gets ``clip_seed(seed, prompt id, sample)``."""
+    duration: float | None = None
+    """Seconds per generated clip (None: each generator's default)."""
+    steps: int | None = None
+    """Sampler steps (None: each generator's default)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale (None: each generator's default)."""
+    reference: str | None = None
+    """The system whose clips are the reference set of set metrics (FAD against it)."""
+    batch_size: int = 16
+    """Clips generated, scored and committed together."""
+    limit: int | None = None
+    """Use only the suite's first N prompts (quick looks)."""
+    max_duration: float = 600.0
+    """Refuse audio longer than this (seconds)."""
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if not self.systems:
+            raise ValueError("give at least one system (--system NAME=SPEC)")
+        for name in self.systems:
+            if not name or "/" in name or "\\" in name or name.startswith("."):
+                raise ValueError(f"system name {name!r}: use letters, digits, '-', '_' (no path separators)")
+        if self.samples_per_prompt < 1 or self.batch_size < 1:
+            raise ValueError("samples_per_prompt and batch_size must be at least 1")
+        if self.reference is not None and self.reference not in self.systems:
+            raise ValueError(
+                f"reference {self.reference!r} is not one of the systems: {', '.join(self.systems)}"
+            )
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(self.duration, self.steps, self.guidance)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        """Read a TOML run file; ``overrides`` (flags given on the command line) win over its keys.
+        Relative paths in the file (``out``, ``folder:`` systems stay as written) are kept as given."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read the run config: {exc}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        data.update({k: v for k, v in overrides.items() if v not in (None, [], {})})
+        missing = [k for k in ("out", "systems", "suite") if k not in data]
+        if missing:
+            raise ValueError(f"{path}: missing {', '.join(missing)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class RunSummary:
+    """What one invocation did (on this rank)."""
+
+    planned: int = 0
+    skipped: int = 0
+    generated: int = 0
+    loaded: int = 0
+    generation_failed: int = 0
+    scoring: ScoringSummary = field(default_factory=ScoringSummary)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def all_ok(self) -> bool:
+        return self.generation_failed == 0 and self.scoring.all_ok
+
+
+@dataclass(frozen=True)
+class _Work:
+    prompt: Prompt
+    sample: int
+    seed: int
+    stored: ClipRecord | None  # an ok stored clip whose scores are incomplete: re-read, don't generate
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a prompt id or system name: kept as is when it already is one,
+    else a slug plus a hash, so ``../x`` or ``a/b`` never leave the run directory."""
+    if _SAFE_NAME.fullmatch(text) and not text.endswith("."):
+        return text
+    import hashlib
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:60] or "id"
+    return f"{slug}-{hashlib.blake2b(text.encode(), digest_size=5).hexdigest()}"
+
+
+def dist_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside it."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def build_scorers(config: RunConfig) -> list[Scorer]:
+    specs = list(config.scorers)
+    if config.protocol is not None:
+        from ttaeval.protocols import get_protocol
+
+        specs += get_protocol(config.protocol).scorer_specs(config.weights)
+    elif config.weights:
+        raise ValueError("weights go with a protocol")
+    if not specs:
+        raise ValueError("give at least one scorer (--scorer) or a protocol")
+    return [get_scorer(s) for s in dict.fromkeys(specs)]
+
+
+def run(
+    config: RunConfig,
+    *,
+    scorers: Sequence[Scorer] | None = None,
+    generators: dict[str, Generator] | None = None,
+    command: str | None = None,
+    on_plan: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunSummary:
+    """Run (or resume) the benchmark described by ``config``; see the module docstring.
+
+    ``scorers``/``generators`` may be passed already built (the trainers reuse theirs); otherwise
+    they are built from the config's specs before any work starts, so a bad spec fails fast.
+    ``on_plan`` gets the number of clips this rank will handle, ``on_progress`` each batch's size.
+    """
+    rank, world = dist_env()
+    prompts = load_prompts(config.suite)[: config.limit]
+    scorers = list(scorers) if scorers is not None else build_scorers(config)
+    generators = generators or {name: get_generator(spec) for name, spec in config.systems.items()}
+    command = command or shlex.join(["ttaeval", *sys.argv[1:]])
+    if world > 1:
+        _init_distributed()
+    summary = RunSummary()
+    run_dir = config.out
+    with ExitStack() as stack:
+        if rank == 0:  # the run store: this rank's own store, or the one the shards merge into
+            stack.enter_context(RunLock(run_dir))
+            main = stack.enter_context(RunStore(run_dir))
+            main.add_prompts(prompts)
+            main.record_run(command, config.to_dict(), scorers)
+            for name, gen in generators.items():
+                if gen.stores_audio:
+                    main.claim_system(name, getattr(gen, "spec", gen.kind), gen.identity)
+        if world > 1:
+            _barrier()  # the run store exists and has accepted the systems before any rank reads it
+            shard = run_dir / SHARD_DIR / f"rank-{rank}"
+            stack.enter_context(RunLock(shard))
+            store = stack.enter_context(RunStore(shard))
+            store.register_scorers(scorers)
+            for name, gen in generators.items():
+                if gen.stores_audio:
+                    store.claim_system(name, getattr(gen, "spec", gen.kind), gen.identity)
+            if rank != 0:
+                main = stack.enter_context(RunStore(run_dir))
+        else:
+            store = main
+        mine = prompts[rank::world]
+        store.add_prompts(mine)
+        stores = list(dict.fromkeys([store, main]))
+        plan = {name: _plan(name, gen, mine, config, scorers, stores) for name, gen in generators.items()}
+        summary.planned = len(mine) * config.samples_per_prompt * len(generators)
+        summary.skipped = summary.planned - sum(len(w) for w in plan.values())
+        if on_plan:
+            on_plan(summary.planned - summary.skipped)
+        validation = ValidationConfig(max_duration=config.max_duration)
+        for name, work in plan.items():
+            for start in range(0, len(work), config.batch_size):
+                batch = work[start : start + config.batch_size]
+                _do_batch(name, generators[name], batch, config, scorers, store, validation, summary)
+                if on_progress:
+                    on_progress(len(batch))
+        if world > 1:
+            store.close()
+            _barrier()  # every shard is complete
+            if rank == 0:
+                merge_shards(run_dir, main)
+            _barrier()
+    return summary
+
+
+def merge_shards(run_dir: Path, main: RunStore) -> int:
+    """Merge every rank's shard store into the run store, then remove the shards; returns how many.
+    Merging is idempotent: a merge killed halfway is simply done again on the next run."""
+    shards = sorted((run_dir / SHARD_DIR).glob("rank-*"))
+    for shard in shards:
+        main.merge(shard)
+    for shard in shards:
+        shutil.rmtree(shard)
+    with contextlib.suppress(OSError):
+        (run_dir / SHARD_DIR).rmdir()
+    return len(shards)
+
+
+def _plan(
+    system: str,
+    generator: Generator,
+    prompts: Sequence[Prompt],
+    config: RunConfig,
+    scorers: Sequence[Scorer],
+    stores: list[RunStore],
+) -> list[_Work]:
+    """The (prompt, sample) pairs of one system that still need audio or scores. A system whose audio
+    lives outside the run (``folder``) is re-read every time: its files may have changed."""
+    if not generator.stores_audio:
+        return [
+            _Work(p, k, clip_seed(config.seed, p.id, k), None)
+            for p in prompts
+            for k in range(config.samples_per_prompt)
+        ]
+    stored: dict[tuple[str, int], ClipRecord] = {}
+    for st in reversed(stores):  # the shard's own rows win over the main store's
+        stored.update(st.clip_rows(system))
+    need: list[_Work] = []
+    candidates: list[tuple[_Work, ClipRecord]] = []
+    for p in prompts:
+        for k in range(config.samples_per_prompt):
+            work = _Work(p, k, clip_seed(config.seed, p.id, k), None)
+            rec = stored.get((p.id, k))
+            ok = rec is not None and rec.clip_key is not None and rec.error is None
+            if (
+                ok
+                and rec.prompt_key == p.content_key
+                and rec.source
+                and _source_path(config, rec.source).exists()
+            ):
+                candidates.append((work, rec))
+            else:
+                need.append(work)
+    for scorer in scorers:  # a stored clip is complete when every scorer has its result
+        keys = {(rec.clip_key, prompt_key_for(scorer, w.prompt)) for w, rec in candidates}
+        done: set[tuple[str, str]] = set()
+        for st in stores:
+            done |= st.done(scorer.id, keys)
+        still = []
+        for w, rec in candidates:
+            if (rec.clip_key, prompt_key_for(scorer, w.prompt)) in done:
+                still.append((w, rec))
+            else:
+                need.append(dataclasses.replace(w, stored=rec))
+        candidates = still
+    order = {(p.id, k): i for i, p in enumerate(prompts) for k in range(config.samples_per_prompt)}
+    return sorted(need, key=lambda w: order[(w.prompt.id, w.sample)])
+
+
+def _source_path(config: RunConfig, source: str) -> Path:
+    path = Path(source)
+    return path if path.is_absolute() else config.out / path
+
+
+def _do_batch(
+    system: str,
+    generator: Generator,
+    batch: Sequence[_Work],
+    config: RunConfig,
+    scorers: Sequence[Scorer],
+    store: RunStore,
+    validation: ValidationConfig,
+    summary: RunSummary,
+) -> None:
+    """Get the batch's audio (re-read or generate), write it, score it and commit it as one."""
+    got: dict[int, Clip | GenerationFailure] = {}
+    fresh = [i for i, w in enumerate(batch) if w.stored is None or not generator.stores_audio]
+    for i, w in enumerate(batch):
+        if i not in fresh:
+            try:
+                clip = load_audio(_source_path(config, w.stored.source), validation=validation)
+                got[i] = Clip(clip.audio, clip.sample_rate, w.prompt, w.stored.source, clip.warnings)
+                summary.loaded += 1
+            except (AudioError, OSError):  # the stored file went bad: make it again
+                fresh.append(i)
+    if fresh:
+        fresh.sort()
+        try:
+            made = generator.generate(
+                [batch[i].prompt for i in fresh],
+                [batch[i].seed for i in fresh],
+                config.settings,
+                [batch[i].sample for i in fresh],
+            )
+            if len(made) != len(fresh):
+                raise RuntimeError(f"returned {len(made)} clips for {len(fresh)} prompts")
+        except Exception as exc:  # a generator bug fails its batch's clips, not the run
+            made = [GenerationFailure(f"{system}: generator failed: {type(exc).__name__}: {exc}")] * len(
+                fresh
+            )
+        got.update(zip(fresh, made))
+    settings = generator.resolve(config.settings)
+    records, clips = [], []
+    for i, w in enumerate(batch):
+        clip = got[i]
+        base = {"seed": w.seed, **settings} if generator.stores_audio else None
+        if isinstance(clip, Clip) and i in fresh and generator.stores_audio:
+            clip = _checked(clip, w.prompt)
+            if isinstance(clip, Clip):
+                rel = _write(config.out, system, w, clip)
+                clip = Clip(clip.audio, clip.sample_rate, w.prompt, rel, clip.warnings)
+                summary.generated += 1
+        elif isinstance(clip, Clip) and i in fresh:
+            summary.loaded += 1
+        if isinstance(clip, GenerationFailure):
+            summary.generation_failed += 1
+            summary.errors.append(f"{system}/{w.prompt.id}#{w.sample}: {clip.reason}")
+            records.append(
+                ClipRecord(system, w.prompt.id, w.sample, None, None, None, error=clip.reason, settings=base)
+            )
+            continue
+        clip = Clip(clip.audio, clip.sample_rate, w.prompt, clip.source, clip.warnings)
+        clips.append(clip)
+        records.append(
+            ClipRecord(
+                system,
+                w.prompt.id,
+                w.sample,
+                clip.key,
+                w.prompt.content_key,
+                clip.source,
+                clip.sample_rate,
+                clip.channels,
+                clip.duration,
+                clip.warnings,
+                settings=base,
+            )
+        )
+    summary.scoring.clips += len(batch)
+    score_and_commit(records, clips, scorers, store, summary.scoring)
+
+
+def _checked(clip: Clip, prompt: Prompt) -> Clip | GenerationFailure:
+    """A generated clip passes the same checks as a loaded file (NaN/Inf, empty) or is a failure."""
+    try:
+        warnings = check_audio(clip.audio)
+    except AudioError as exc:
+        return GenerationFailure(f"generated audio for {prompt.id!r}: {exc}")
+    return Clip(clip.audio, clip.sample_rate, prompt, clip.source, warnings)
+
+
+def _write(run_dir: Path, system: str, work: _Work, clip: Clip) -> str:
+    """Write the clip as float WAV (lossless for float32) atomically; the path relative to the run."""
+    rel = Path(AUDIO_DIR) / safe_name(system) / f"{safe_name(work.prompt.id)}_{work.sample}.wav"
+    path = run_dir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    sf.write(str(tmp), clip.audio.T, clip.sample_rate, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+    return rel.as_posix()
+
+
+def _init_distributed() -> None:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+__all__ = ["RunConfig", "RunSummary", "StoreError", "dist_env", "merge_shards", "run", "safe_name"]
