@@ -18,23 +18,24 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, from the builds this machine serves (torchvision is what laion_clap needs);
 	# a plain `pip install torch` would download a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt]'
+	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
+	# Debian's Chromium, for the test that opens the HTML report in a headless browser
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium: the HTML report's browser test will fail"
 	touch $@
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15
 
+# The main job on the mini world: generate (stand-in systems) -> score (mini scorers) -> leaderboard
+# on the terminal -> report on disk (demo_out/report/report.html).
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
-	$(PY) -m ttaeval.demo $(DEMO)/audio
-	for system in clean noisy wrong faulty; do \
-	  $(BIN)/ttaeval score $(DEMO)/audio/$$system --prompts $(DEMO)/audio/acc_prompt.json \
-	    --scorer clap:mini --scorer signal --out $(DEMO)/run || test $$? -eq 1 || exit 2; \
-	done
-	$(BIN)/ttaeval export $(DEMO)/run --format csv -o $(DEMO)/clips.csv
-	$(BIN)/ttaeval leaderboard $(DEMO)/run --format md -o $(DEMO)/leaderboard.md
-	cat $(DEMO)/leaderboard.md
+	$(BIN)/ttaeval run --config benchmarks/configs/demo.toml --quiet
+	$(BIN)/ttaeval leaderboard $(DEMO)/run --baseline clean --format md -o $(DEMO)/leaderboard.md
+	$(BIN)/ttaeval report $(DEMO)/run --out $(DEMO)/report --baseline clean --title "ttaeval demo: the mini world"
+	sed -n '1,/^$$/p' $(DEMO)/leaderboard.md
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_frechet.py

@@ -37,7 +37,7 @@ from ttaeval.report.tables import (
 )
 from ttaeval.scorers import SCORERS, get_scorer
 from ttaeval.scoring import score_items
-from ttaeval.store import STORE_NAME, RunStore, StoreError
+from ttaeval.store import STORE_NAME, RunLock, RunStore, StoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate text-to-audio systems.")
 console = Console(stderr=True)
@@ -124,12 +124,13 @@ def score(
     if not items:
         raise _usage_error(f"{audio_dir}: no audio files (.wav, .flac, .ogg, .mp3)")
     try:
+        lock = RunLock(out)
         store = RunStore(out)
         if suite is not None:
             store.add_prompts(suite)
     except StoreError as exc:
         raise _usage_error(str(exc)) from None
-    with store:
+    with lock, store:
         config = {
             "audio_dir": str(audio_dir),
             "prompts": prompts,

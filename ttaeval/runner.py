@@ -9,8 +9,9 @@ Generated audio is written (float WAV, exact) under ``RUN_DIR/audio/SYSTEM/``, a
 its rows are committed; a ``folder`` system's clips stay where they are and are re-read on every
 run (the cache is keyed on their content, so an edited file is scored again, an unchanged one not).
 
-Under ``torchrun --nproc-per-node N -m ttaeval run ...`` the prompts are dealt out over the ranks,
-each rank writes its own shard store (``RUN_DIR/shards/rank-R``), and rank 0 merges the shards into
+Under ``torchrun --nproc-per-node N -m ttaeval run ...`` the batches of (prompt, sample) pairs are
+dealt out over the ranks (the same batches one process would make, so the numbers are the same to the
+bit), each rank writes its own shard store (``RUN_DIR/shards/rank-R``), and rank 0 merges the shards into
 the run store once every rank is done (torch.distributed barrier; gloo on CPU, NCCL on GPU).
 """
 
@@ -226,18 +227,17 @@ def run(
                 main = stack.enter_context(RunStore(run_dir))
         else:
             store = main
-        mine = prompts[rank::world]
-        store.add_prompts(mine)
+        store.add_prompts(prompts)
         stores = list(dict.fromkeys([store, main]))
-        plan = {name: _plan(name, gen, mine, config, scorers, stores) for name, gen in generators.items()}
-        summary.planned = len(mine) * config.samples_per_prompt * len(generators)
-        summary.skipped = summary.planned - sum(len(w) for w in plan.values())
+        batches = _batches(prompts, config, rank, world)
+        plan = {name: _plan(name, gen, batches, config, scorers, stores) for name, gen in generators.items()}
+        summary.planned = sum(len(b) for b in batches) * len(generators)
+        summary.skipped = summary.planned - sum(len(b) for batches in plan.values() for b in batches)
         if on_plan:
             on_plan(summary.planned - summary.skipped)
         validation = ValidationConfig(max_duration=config.max_duration)
-        for name, work in plan.items():
-            for start in range(0, len(work), config.batch_size):
-                batch = work[start : start + config.batch_size]
+        for name, batches in plan.items():
+            for batch in batches:
                 _do_batch(name, generators[name], batch, config, scorers, store, validation, summary)
                 if on_progress:
                     on_progress(len(batch))
@@ -263,55 +263,70 @@ def merge_shards(run_dir: Path, main: RunStore) -> int:
     return len(shards)
 
 
+def _batches(prompts: Sequence[Prompt], config: RunConfig, rank: int, world: int) -> list[list[_Work]]:
+    """This rank's batches: cut from the full, fixed list of (prompt, sample) pairs (suite order) and
+    dealt out round-robin over the ranks before anything is filtered, so the ranks agree on who does
+    what without talking, and a batch holds the same clips whether one process or N run it (a scorer
+    may round a clip's numbers differently next to other clips)."""
+    pairs = [
+        _Work(p, k, clip_seed(config.seed, p.id, k), None)
+        for p in prompts
+        for k in range(config.samples_per_prompt)
+    ]
+    return [pairs[i : i + config.batch_size] for i in range(0, len(pairs), config.batch_size)][rank::world]
+
+
 def _plan(
     system: str,
     generator: Generator,
-    prompts: Sequence[Prompt],
+    batches: list[list[_Work]],
     config: RunConfig,
     scorers: Sequence[Scorer],
     stores: list[RunStore],
-) -> list[_Work]:
-    """The (prompt, sample) pairs of one system that still need audio or scores. A system whose audio
-    lives outside the run (``folder``) is re-read every time: its files may have changed."""
+) -> list[list[_Work]]:
+    """The batches, each cut down to the pairs of one system that still need audio or scores. A
+    system whose audio lives outside the run (``folder``) is re-read every time: its files may have
+    changed."""
     if not generator.stores_audio:
-        return [
-            _Work(p, k, clip_seed(config.seed, p.id, k), None)
-            for p in prompts
-            for k in range(config.samples_per_prompt)
-        ]
+        return batches
     stored: dict[tuple[str, int], ClipRecord] = {}
     for st in reversed(stores):  # the shard's own rows win over the main store's
         stored.update(st.clip_rows(system))
-    need: list[_Work] = []
-    candidates: list[tuple[_Work, ClipRecord]] = []
-    for p in prompts:
-        for k in range(config.samples_per_prompt):
-            work = _Work(p, k, clip_seed(config.seed, p.id, k), None)
-            rec = stored.get((p.id, k))
-            ok = rec is not None and rec.clip_key is not None and rec.error is None
-            if (
-                ok
-                and rec.prompt_key == p.content_key
-                and rec.source
-                and _source_path(config, rec.source).exists()
-            ):
-                candidates.append((work, rec))
-            else:
-                need.append(work)
+    candidates: dict[tuple[str, int], ClipRecord] = {}
+    for work in (w for b in batches for w in b):
+        rec = stored.get((work.prompt.id, work.sample))
+        if (
+            rec is not None
+            and rec.clip_key is not None
+            and rec.error is None
+            and rec.prompt_key == work.prompt.content_key
+            and rec.source
+            and _source_path(config, rec.source).exists()
+        ):
+            candidates[(work.prompt.id, work.sample)] = rec
+    prompt_of = {w.prompt.id: w.prompt for b in batches for w in b}
+    incomplete: set[tuple[str, int]] = set()
     for scorer in scorers:  # a stored clip is complete when every scorer has its result
-        keys = {(rec.clip_key, prompt_key_for(scorer, w.prompt)) for w, rec in candidates}
+        keys = {
+            (rec.clip_key, prompt_key_for(scorer, prompt_of[pid])): (pid, k)
+            for (pid, k), rec in candidates.items()
+        }
         done: set[tuple[str, str]] = set()
         for st in stores:
             done |= st.done(scorer.id, keys)
-        still = []
-        for w, rec in candidates:
-            if (rec.clip_key, prompt_key_for(scorer, w.prompt)) in done:
-                still.append((w, rec))
-            else:
-                need.append(dataclasses.replace(w, stored=rec))
-        candidates = still
-    order = {(p.id, k): i for i, p in enumerate(prompts) for k in range(config.samples_per_prompt)}
-    return sorted(need, key=lambda w: order[(w.prompt.id, w.sample)])
+        incomplete |= {pair for key, pair in keys.items() if key not in done}
+    plan = []
+    for batch in batches:
+        todo = []
+        for w in batch:
+            pair = (w.prompt.id, w.sample)
+            if pair not in candidates:
+                todo.append(w)
+            elif pair in incomplete:
+                todo.append(dataclasses.replace(w, stored=candidates[pair]))
+        if todo:
+            plan.append(todo)
+    return plan
 
 
 def _source_path(config: RunConfig, source: str) -> Path:

@@ -32,6 +32,9 @@ class SynthGenerator(Generator):
     """A degradation kind (noise, clipping, bandlimit) applied after rendering; empty for none."""
     strength: int = 2
     """The degradation's strength, 1 (mild) to 4 (worst)."""
+    seed_offset: int = 0
+    """Added to every clip seed: another realisation of the same scenes (a reference set for FAD
+    that is not the very audio of the ``synth`` system)."""
     answer: str = "own"
     """``own``: render the prompt's scene; ``random``: render a random scene drawn from the clip's
     seed (off-prompt audio, for a system that ignores its text)."""
@@ -59,6 +62,7 @@ class SynthGenerator(Generator):
         duration = settings.duration or DURATION
         out: list[Clip | GenerationFailure] = []
         for prompt, seed in zip(prompts, seeds):
+            seed = (int(seed) + self.seed_offset) % 2**31
             if self.answer == "random":
                 scene = random_scene(np.random.default_rng(seed))
             elif "scene" in prompt.attributes:

@@ -123,6 +123,7 @@ def write_report(
             )
         if scored:
             figures.append(_distributions(table, scored, fig_dir / "distributions.png"))
+            _hardest(doc, store, table, scored[0], directions[scored[0]])
         doc.heading("Figures")
         doc.block(
             "\n".join(f"![{f.stem}](figures/{f.name})" for f in figures),
@@ -133,6 +134,17 @@ def write_report(
     md_path.write_text(f"# {title}\n\n" + "\n".join(doc.md), encoding="utf-8")
     html_path.write_text(html.page(title, "\n".join(doc.html)), encoding="utf-8")
     return ReportFiles(md_path, html_path, tuple(figures))
+
+
+def _hardest(doc: _Doc, store: RunStore, table: pd.DataFrame, metric: str, higher: bool, k: int = 10) -> None:
+    """The k prompts every system found hardest on ``metric`` (worst mean over systems), with their text."""
+    per = table.groupby(["prompt_id", "system"])[metric].mean().unstack("system")
+    worst = per.mean(axis=1).sort_values(ascending=higher).head(k)
+    text = store.prompts().set_index("prompt_id")["text"]
+    rows = [[pid, text.get(pid, ""), *(fmt(per.at[pid, s]) for s in per.columns)] for pid in worst.index]
+    header = ["prompt", "text", *per.columns]
+    doc.heading(f"Hardest prompts by {metric}")
+    doc.block(_md_table(header, rows), html.table(header, rows))
 
 
 def _groups_or_none(store: RunStore, by: str) -> pd.Series | None:

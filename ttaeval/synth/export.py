@@ -39,8 +39,8 @@ def export_suites(out: str | Path, audio: bool = True) -> dict[str, int]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for name, suite in SUITES.items():
-        prompts = suite()
+    for name in FILE_NAMES:
+        prompts = SUITES[name]()
         (out / FILE_NAMES[name]).write_text(
             json.dumps([tta_bench_entry(p) for p in prompts], indent=1) + "\n"
         )

@@ -157,13 +157,32 @@ def reference_scenes(n_per_prompt: int = 1) -> list[tuple[Prompt, Scene]]:
     return out
 
 
-SUITES = {"accuracy": accuracy_suite, "generalization": generalization_suite, "robustness": robustness_suite}
+DEMO_SOURCES = 40
+
+
+@cache
+def demo_suite() -> tuple[Prompt, ...]:
+    """A small cut of all three for ``make demo``: the first 40 accuracy and generalization prompts,
+    and every robustness prompt perturbing one of those 40 (so its robustness ratio has its source)."""
+    sources = accuracy_suite()[:DEMO_SOURCES]
+    ids = {p.id for p in sources}
+    robust = [p for p in robustness_suite() if p.attributes["notes"] in ids]
+    return (*sources, *generalization_suite()[:DEMO_SOURCES], *robust)
+
+
+SUITES = {
+    "accuracy": accuracy_suite,
+    "generalization": generalization_suite,
+    "robustness": robustness_suite,
+    "demo": demo_suite,
+}
 
 
 def load_synth(name: str) -> list[Prompt]:
-    """``synth:accuracy`` | ``synth:generalization`` | ``synth:robustness`` | ``synth:all``."""
+    """``synth:accuracy`` | ``synth:generalization`` | ``synth:robustness`` | ``synth:all`` (the
+    three) | ``synth:demo`` (a small cut of the three)."""
     if name == "all":
-        return [p for suite in SUITES.values() for p in suite()]
+        return [p for key in ("accuracy", "generalization", "robustness") for p in SUITES[key]()]
     if name not in SUITES:
         raise KeyError(f"unknown synthetic suite {name!r}; available: {', '.join([*SUITES, 'all'])}")
     return list(SUITES[name]())
