@@ -220,7 +220,9 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
             )
             assert r.values["events"] == pytest.approx(expected, abs=1e-5)
         else:
-            assert math.isnan(r.values["events"]) and r.errors["events"] == "the prompt has no event_list"
+            assert (
+                math.isnan(r.values["events"]) and r.errors["events"] == "n/a: the prompt has no event_list"
+            )
     a_seq = direct_yes_score(model, processor, audio[0], t.sequence.format(events="a dog barking, then rain"))
     assert results[0].values["relation"] == pytest.approx(a_seq, abs=1e-5)
     c_par = direct_yes_score(

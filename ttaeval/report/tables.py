@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ttaeval.scorers.base import is_not_applicable
 from ttaeval.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
 from ttaeval.store import RunStore
 
@@ -22,6 +23,17 @@ def metric_directions(store: RunStore) -> dict[str, bool | None]:
         for m in row["metrics"]:
             out[f"{row['label']}/{m['name']}"] = m["higher_is_better"]
     return out
+
+
+def not_applicable(store: RunStore) -> set[tuple[str, str, int, str]]:
+    """(system, prompt_id, sample, column) of every value that is NaN because its metric does not
+    apply to the clip (``n/a:`` reasons): left out of means, but not counted as failures."""
+    scores = store.scores()
+    na = scores[scores["error"].map(is_not_applicable)]
+    return {
+        (r.system, r.prompt_id, int(r.sample), f"{r.scorer}/{r.metric}")
+        for r in na[["system", "prompt_id", "sample", "scorer", "metric"]].itertuples(index=False)
+    }
 
 
 def clip_table(store: RunStore) -> pd.DataFrame:
@@ -86,8 +98,9 @@ def leaderboard(
 
     Samples of one prompt are averaged first; the CI is a seeded percentile bootstrap over prompts.
     ``n_failed`` counts clips with no value for the metric (unreadable files included): they are
-    left out of the mean, never counted as 0. ``best`` marks, per (group, metric) with a direction,
-    the best system only when its CI lies wholly beyond every other system's CI.
+    left out of the mean, never counted as 0; values that do not apply (``n/a``) are not failures.
+    ``best`` marks, per (group, metric) with a direction, the best system only when its CI lies
+    wholly beyond every other system's CI.
 
     With ``reference`` (a system of the run), set metrics are added for every scorer that stores
     clip embeddings: ``LABEL/FAD``, ``LABEL/FAD-inf`` and ``LABEL/KAD`` of each other system's clips
@@ -96,6 +109,7 @@ def leaderboard(
     """
     table = clip_table(store)
     directions = metric_directions(store)
+    na = not_applicable(store)
     groups = prompt_groups(store, by) if by else None
     table["group"] = table["prompt_id"].map(groups) if groups is not None else ""
     rows = []
@@ -111,7 +125,12 @@ def leaderboard(
                     "higher_is_better": directions[column],
                     **est.to_dict(),
                     "n_clips": len(part),
-                    "n_failed": int(part[column].isna().sum()),
+                    "n_failed": sum(
+                        (system, pid, sample, column) not in na
+                        for pid, sample in part.loc[part[column].isna(), ["prompt_id", "sample"]].itertuples(
+                            index=False
+                        )
+                    ),
                 }
             )
     if reference is not None:

@@ -38,6 +38,16 @@ class MetricSpec:
         return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
 
 
+NOT_APPLICABLE = "n/a: "
+"""Prefix of a NaN's reason when the metric does not apply to the clip (a relation question for a
+one-event prompt, a metric weighted 0): left out of means like a failure, but not counted as one."""
+
+
+def is_not_applicable(reason: object) -> bool:
+    """Whether a NaN's reason says the metric does not apply (rather than that scoring failed)."""
+    return isinstance(reason, str) and reason.startswith(NOT_APPLICABLE)
+
+
 @dataclass
 class ScoreResult:
     """The outcome of scoring one clip.

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
-from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
+from ttaeval.scorers.base import NOT_APPLICABLE, MetricSpec, Scorer, ScoreResult
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class JudgeScorer(Scorer):
         for metric in METRIC_NAMES:
             reads = got.get(metric)
             if not self.weights[metric]:
-                value, reason = math.nan, f"not asked ({self.name} weight w_{metric}=0)"
+                value, reason = math.nan, f"{NOT_APPLICABLE}not asked ({self.name} weight w_{metric}=0)"
             elif reads is None:
                 value, reason = math.nan, self._not_applicable(metric)
             elif metric == "events":  # every event must be read: a mean over some would flatter
@@ -278,8 +278,8 @@ class JudgeScorer(Scorer):
 
     def _not_applicable(self, metric: str) -> str:
         if metric == "events":
-            return "the prompt has no event_list"
-        return "the prompt states no sequence or parallelism of two or more events"
+            return f"{NOT_APPLICABLE}the prompt has no event_list"
+        return f"{NOT_APPLICABLE}the prompt states no sequence or parallelism of two or more events"
 
     def _total(self, result: ScoreResult, got: dict) -> tuple[float, str | None]:
         lo, hi = self.question_templates.rating_values.min(), self.question_templates.rating_values.max()
@@ -294,5 +294,5 @@ class JudgeScorer(Scorer):
                 value = (value - lo) / (hi - lo) if hi > lo else 1.0
             num, den = num + weight * value, den + weight
         if not den:
-            return math.nan, "no weighted metric applies to this prompt"
+            return math.nan, f"{NOT_APPLICABLE}no weighted metric applies to this prompt"
         return num / den, None
