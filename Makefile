@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_frechet.py
 	$(PY) benchmarks/bench_clap_laion.py
 	$(PY) benchmarks/bench_judge.py
+	$(PY) benchmarks/bench_runner.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ttaeval resonate_train tests benchmarks

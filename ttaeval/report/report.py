@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ttaeval.report import html
 from ttaeval.report.tables import (
@@ -243,6 +244,7 @@ def _by_event_count(board: pd.DataFrame, metrics: list[str], path: Path) -> Path
                 rows["k"], rows["ci_low"].astype(float), rows["ci_high"].astype(float), alpha=0.15
             )
         ax.set_xlabel("events in the prompt", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(m, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()

@@ -37,13 +37,14 @@ def not_applicable(store: RunStore) -> set[tuple[str, str, int, str]]:
 
 
 def clip_table(store: RunStore) -> pd.DataFrame:
-    """One row per clip: system, prompt_id, sample, source, warnings, error, then every metric.
+    """One row per clip: system, prompt_id, sample, source, clip_key, settings (generation settings and
+    seed, JSON, for generated clips), warnings, error, then every metric.
 
     ``error`` joins the clip's load error and every scorer's reason for a missing value; a metric
     is NaN exactly where its reason is given.
     """
     clips = store.clips()
-    base = clips[[*KEY_COLUMNS, "source", "clip_key", "warnings", "error"]].copy()
+    base = clips[[*KEY_COLUMNS, "source", "clip_key", "settings", "warnings", "error"]].copy()
     scores = store.scores()
     if scores.empty:
         return base
