@@ -335,11 +335,11 @@ def fluxaudio_470m() -> FluxAudio:
 
 
 MINI_CONFIG = FluxAudioConfig(
-    latent_dim=32,
-    latent_seq_len=250,
-    text_dim=64,
-    text_c_dim=64,
-    text_seq_len=24,
+    latent_dim=32,  # MelCodec's 32 mel bands
+    latent_seq_len=251,  # 4 s at 16 kHz, hop 256
+    text_dim=128,  # clap-mini's text tower
+    text_c_dim=128,
+    text_seq_len=32,
     hidden_dim=96,
     num_heads=3,
     depth=2,

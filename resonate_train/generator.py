@@ -1,0 +1,84 @@
+"""``resonate:CKPT`` — a resonate_train checkpoint as a ``ttaeval run`` system.
+
+Registered in ttaeval's ``ttaeval.generators`` entry-point group by this package's metadata, so
+ttaeval never imports resonate_train: ``ttaeval run --system base=resonate:ckpt/resonate-mini``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resonate_train.system import CONFIG_NAME, WEIGHTS_NAME, ResonateSystem
+from ttaeval.audio import Clip
+from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
+from ttaeval.prompts import Prompt
+
+
+@dataclass
+class ResonateGenerator(Generator):
+    """Generate with a resonate_train checkpoint folder (Euler ODE sampling with CFG)."""
+
+    path: Path
+    """The checkpoint folder (config.json + model.safetensors)."""
+    device: str = "cpu"
+    """torch device."""
+    batch_size: int = 16
+    """Prompts per sampling call. Each clip's noise comes from its own seed whatever the batch, but
+    batched matmuls may round differently next to other prompts (ttaeval run keeps batches fixed)."""
+    _system: Any = field(default=None, init=False, repr=False)
+
+    kind = "resonate"
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not (self.path / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"resonate: {self.path} is not a checkpoint folder (no {CONFIG_NAME})")
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        digest = hashlib.blake2b(digest_size=8)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            digest.update((self.path / name).read_bytes())
+        return {**super().identity, "checkpoint": digest.hexdigest()}
+
+    def _loaded(self) -> ResonateSystem:
+        if self._system is None:
+            self._system = ResonateSystem.load(self.path, self.device)
+        return self._system
+
+    def resolve(self, settings: GenerationSettings) -> dict[str, Any]:
+        d = self._loaded().defaults
+        return {
+            "duration": settings.duration or d.duration,
+            "steps": settings.steps or d.steps,
+            "guidance": settings.guidance if settings.guidance is not None else d.guidance,
+        }
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        seeds: Sequence[int],
+        settings: GenerationSettings,
+        samples: Sequence[int] | None = None,
+    ) -> list[Clip | GenerationFailure]:
+        system = self._loaded()
+        s = self.resolve(settings)
+        out: list[Clip | GenerationFailure] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = list(prompts[start : start + self.batch_size])
+            audio = system.generate(
+                [p.text for p in batch],
+                list(seeds[start : start + len(batch)]),
+                s["duration"],
+                s["steps"],
+                s["guidance"],
+            )
+            out += [
+                Clip(a[None], system.sample_rate, prompt=p, source=f"resonate:{p.id}")
+                for p, a in zip(batch, audio)
+            ]
+        return out

@@ -1,0 +1,123 @@
+"""A trained text-to-audio system: network + text encoder + codec + default sampling settings,
+saved as one folder (``config.json`` + ``model.safetensors``) and able to generate audio.
+
+    system = ResonateSystem.load("ckpt/")
+    audio = system.generate(["a dog barks"], seeds=[0])    # (B, samples) float32 at system.sample_rate
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from resonate_train.model import FluxAudio, FluxAudioConfig
+from resonate_train.model.codec import MelCodec
+from resonate_train.model.text import TextEncoder, text_encoder_from_dict
+from resonate_train.sampling import euler_sample, guided
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """How the system generates unless told otherwise."""
+
+    duration: float = 4.0
+    steps: int = 25
+    guidance: float = 4.5
+
+
+@dataclass
+class ResonateSystem:
+    network: FluxAudio
+    text_encoder: TextEncoder
+    codec: MelCodec
+    defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def set_empty_text(self) -> None:
+        """Store the empty prompt's features in the network (the unconditional branch)."""
+        feats, pooled = self.text_encoder.encode([""])
+        self.network.empty_string_feat.copy_(feats[0])
+        self.network.empty_string_feat_c.copy_(pooled[0])
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "format": "resonate_train/1",
+            "network": self.network.config.to_dict(),
+            "text_encoder": self.text_encoder.to_dict(),
+            "codec": self.codec.to_dict(),
+            "sampling": asdict(self.defaults),
+        }
+        (folder / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
+        save_file(state, str(folder / WEIGHTS_NAME))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> ResonateSystem:
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(
+                f"{folder}: not a resonate_train checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
+            )
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        network = FluxAudio(FluxAudioConfig(**config["network"]))
+        network.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+        codec_spec = dict(config["codec"])
+        if codec_spec.pop("kind") != "mel":
+            raise ValueError(f"{folder}: unknown codec {config['codec']}")
+        return cls(
+            network.to(device).eval(),
+            text_encoder_from_dict(config["text_encoder"]),
+            MelCodec(**codec_spec),
+            SamplingDefaults(**config.get("sampling", {})),
+        )
+
+    def conditions(self, texts: list[str]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """(cond, uncond) network inputs for the prompts: text features, and the empty prompt's."""
+        device = self.network.latent_mean.device
+        feats, pooled = self.text_encoder.encode(list(texts))
+        empty = self.network.empty_text(len(texts))
+        return (feats.to(device), pooled.to(device)), empty
+
+    def noise(self, seeds: list[int], frames: int) -> torch.Tensor:
+        """Each clip's starting noise from its own seed: a clip never depends on its batch-mates' seeds."""
+        dim = self.network.config.latent_dim
+        rows = [torch.randn(frames, dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+        return torch.stack(rows).to(self.network.latent_mean.device)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        texts: list[str],
+        seeds: list[int],
+        duration: float | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+    ) -> np.ndarray:
+        """Audio ``(B, samples)``: Euler ODE sampling with guidance, latents un-normalised, decoded."""
+        duration = duration or self.defaults.duration
+        frames = self.codec.frames(duration)
+        cond, uncond = self.conditions(texts)
+        velocity = guided(
+            self.network, cond, uncond, guidance if guidance is not None else self.defaults.guidance
+        )
+        latent = euler_sample(velocity, self.noise(seeds, frames), steps or self.defaults.steps)
+        samples = round(duration * self.codec.sample_rate)
+        return self.codec.decode(self.network.unnormalize(latent), samples).cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {"network": self.network.config.to_dict(), "text_encoder": self.text_encoder.to_dict()}
