@@ -100,6 +100,19 @@ class ResonateSystem:
         return torch.stack(rows).to(self.network.latent_mean.device)
 
     @torch.no_grad()
+    def sample_latents(
+        self, texts: list[str], seeds: list[int], duration: float, steps: int, guidance: float
+    ) -> torch.Tensor:
+        """Normalised latents ``(B, T, C)`` by Euler ODE sampling with classifier-free guidance."""
+        cond, uncond = self.conditions(texts)
+        velocity = guided(self.network, cond, uncond, guidance)
+        return euler_sample(velocity, self.noise(seeds, self.codec.frames(duration)), steps)
+
+    def decode(self, latents: torch.Tensor, duration: float) -> np.ndarray:
+        """Audio ``(B, samples)`` from normalised latents: un-normalised first, then decoded."""
+        samples = round(duration * self.codec.sample_rate)
+        return self.codec.decode(self.network.unnormalize(latents), samples).cpu().numpy()
+
     def generate(
         self,
         texts: list[str],
@@ -108,16 +121,11 @@ class ResonateSystem:
         steps: int | None = None,
         guidance: float | None = None,
     ) -> np.ndarray:
-        """Audio ``(B, samples)``: Euler ODE sampling with guidance, latents un-normalised, decoded."""
-        duration = duration or self.defaults.duration
-        frames = self.codec.frames(duration)
-        cond, uncond = self.conditions(texts)
-        velocity = guided(
-            self.network, cond, uncond, guidance if guidance is not None else self.defaults.guidance
-        )
-        latent = euler_sample(velocity, self.noise(seeds, frames), steps or self.defaults.steps)
-        samples = round(duration * self.codec.sample_rate)
-        return self.codec.decode(self.network.unnormalize(latent), samples).cpu().numpy()
+        """Audio ``(B, samples)`` float32 at ``sample_rate`` (the defaults fill what is not given)."""
+        d = self.defaults
+        duration = duration or d.duration
+        guidance = guidance if guidance is not None else d.guidance
+        return self.decode(self.sample_latents(texts, seeds, duration, steps or d.steps, guidance), duration)
 
     def describe(self) -> dict[str, Any]:
         return {"network": self.network.config.to_dict(), "text_encoder": self.text_encoder.to_dict()}

@@ -21,7 +21,7 @@ class MelCodec:
 
     sample_rate: int = 16_000
     n_fft: int = 1024
-    hop_length: int = 256
+    hop_length: int = 512
     n_mels: int = 32
     griffin_lim_iters: int = 32
     floor: float = 1e-5

@@ -336,7 +336,7 @@ def fluxaudio_470m() -> FluxAudio:
 
 MINI_CONFIG = FluxAudioConfig(
     latent_dim=32,  # MelCodec's 32 mel bands
-    latent_seq_len=251,  # 4 s at 16 kHz, hop 256
+    latent_seq_len=126,  # 4 s at 16 kHz, hop 512
     text_dim=128,  # clap-mini's text tower
     text_c_dim=128,
     text_seq_len=32,
@@ -344,7 +344,8 @@ MINI_CONFIG = FluxAudioConfig(
     num_heads=3,
     depth=2,
     fused_depth=3,
-    multiple_of=64,
+    mlp_ratio=2.0,
+    multiple_of=32,
 )
 
 
