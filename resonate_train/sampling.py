@@ -92,6 +92,7 @@ def sde_step(
     mu = x (1 + sigma^2 dt / (2t)) + v (1 + sigma^2 (1 - t) / (2t)) dt, and x' = mu + sigma sqrt(-dt) z.
     Pass ``x_next`` to score a step already taken (the log-prob of a stored rollout under new
     weights); otherwise it is drawn (``noise`` or ``generator``). Everything is computed in float32.
+    With ``a = 0`` the step is the ODE's Euler step and has no density (``log_prob`` is NaN).
     """
     dt = t_next - t
     if dt >= 0:
@@ -103,6 +104,8 @@ def sde_step(
     if x_next is None:
         z = noise if noise is not None else torch.randn(x.shape, generator=generator, device=x.device)
         x_next = mean + std * z.float()
+    if sigma == 0:
+        return SDEStep(x_next, torch.full(x.shape[:1], math.nan), mean, std)
     diff = x_next.float() - mean
     log_prob = -(diff**2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
     return SDEStep(x_next, log_prob.flatten(1).mean(1), mean, std)

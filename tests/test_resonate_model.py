@@ -167,3 +167,52 @@ def test_mel_codec_is_deterministic_and_keeps_the_frame_grid():
     # the decoded clip's log-mel is closer to the original's than the original is to its own mean
     err = (codec.encode(decoded) - latent).abs().mean()
     assert err < (latent - latent.mean()).abs().mean()
+
+
+def test_sde_with_zero_noise_is_the_euler_step():
+    x, v = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
+    step = sde_step(x, v, 0.6, 0.5, a=0.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(step.x_next, x + v * (0.5 - 0.6), atol=1e-6) and torch.isnan(step.log_prob).all()
+
+
+def test_advantages_of_a_constant_group_are_zero_and_failed_rewards_are_masked():
+    from resonate_train.objectives import group_advantages
+
+    rewards = torch.tensor([0.5, 0.5, 0.5, 0.1, 0.9, float("nan")])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    adv = group_advantages(rewards, groups)
+    assert torch.equal(adv[:3], torch.zeros(3))
+    assert adv[3] < 0 < adv[4] and torch.isnan(adv[5])
+    finite = rewards[:5]
+    assert adv[4] == pytest.approx(0.4 / (finite.std(unbiased=False).item() + 1e-4), rel=1e-5)
+    assert (
+        group_advantages(torch.tensor([0.0, 100.0]), torch.tensor([0, 1]), global_std=False).abs().max() == 0
+    )
+    outlier = torch.zeros(101)
+    outlier[0] = 1.0  # standardised, about 10: clipped
+    assert group_advantages(outlier, torch.zeros(101, dtype=torch.long)).max() == 5.0
+
+
+def test_first_inner_step_has_ratio_one_and_zero_kl():
+    from resonate_train.objectives import grpo_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(4, 6, 3, generator=g), torch.randn(4, 6, 3, generator=g)
+    rollout = sde_step(x, v, 0.8, 0.7, generator=g)  # the sampling policy's step
+    now = sde_step(x, v.clone().requires_grad_(), 0.8, 0.7, x_next=rollout.x_next)  # same weights
+    kl = kl_to_reference(now.mean, rollout.mean, now.std)
+    adv = torch.tensor([1.0, -1.0, 0.5, float("nan")])
+    out = grpo_loss(now.log_prob, rollout.log_prob.detach(), adv, kl=kl)
+    assert torch.equal(torch.exp(now.log_prob - rollout.log_prob), torch.ones(4))
+    assert out.kl.item() == 0 and out.approx_kl.item() == 0 and out.clip_fraction.item() == 0
+    assert out.loss.item() == pytest.approx(-adv[:3].mean().item())
+    out.loss.backward()  # the gradient reaches the policy through the log-prob
+
+
+def test_dpo_loss_is_log_two_when_the_policy_is_the_reference():
+    from resonate_train.objectives import flow_dpo_loss
+
+    e = torch.rand(8)
+    assert flow_dpo_loss(e, e.flip(0), e, e.flip(0)).item() == pytest.approx(math.log(2))
+    better = flow_dpo_loss(e * 0.5, e.flip(0), e, e.flip(0))  # the winner's error went down
+    assert better.item() < math.log(2)
