@@ -43,6 +43,32 @@ def pretrain(
     run_pretrain(cfg, out, log=typer.echo)
 
 
+@app.command()
+def grpo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it has a checkpoint).")],
+    base: Annotated[str | None, typer.Option("--base", help="Starting checkpoint folder.")] = None,
+    reward: Annotated[
+        list[str] | None, typer.Option("--reward", help="SCORER[#METRIC][@WEIGHT]; repeatable.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML with GRPOConfig's fields.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+) -> None:
+    """Online GRPO (Flow-GRPO) with ttaeval scorers as rewards."""
+    from resonate_train.grpo import GRPOConfig, GRPOTrainer
+
+    overrides = {"base": base, "rewards": reward, "steps": steps, "seed": seed}
+    cfg = (
+        GRPOConfig.from_toml(config, **overrides)
+        if config
+        else GRPOConfig(**{k: v for k, v in overrides.items() if v not in (None, [])})
+    )
+    if not cfg.base:
+        raise typer.BadParameter("give --base (or base in the config)")
+    final = GRPOTrainer(cfg, out, log=typer.echo).train()
+    typer.echo(f"final weights: {final}")
+
+
 @app.callback()
 def _root() -> None:
     """Train flow-matching text-to-audio models."""

@@ -158,6 +158,18 @@ def reference_scenes(n_per_prompt: int = 1) -> list[tuple[Prompt, Scene]]:
 
 
 DEMO_SOURCES = 40
+TRAIN_PROMPTS = 2000
+
+
+@cache
+def train_suite() -> tuple[Prompt, ...]:
+    """Prompts from the training distribution (never a held-out combination), for trainers'
+    rollouts: disjoint in seed from every evaluation suite."""
+    rng = np.random.default_rng([SEEDS["train"], 1])
+    return tuple(
+        scene_prompt(f"train_{i + 1:05d}", scene, caption(scene, rng), "train")
+        for i, scene in enumerate(random_scene(rng) for _ in range(TRAIN_PROMPTS))
+    )
 
 
 @cache
@@ -175,12 +187,14 @@ SUITES = {
     "generalization": generalization_suite,
     "robustness": robustness_suite,
     "demo": demo_suite,
+    "train": train_suite,
 }
 
 
 def load_synth(name: str) -> list[Prompt]:
     """``synth:accuracy`` | ``synth:generalization`` | ``synth:robustness`` | ``synth:all`` (the
-    three) | ``synth:demo`` (a small cut of the three)."""
+    three) | ``synth:demo`` (a small cut of the three) | ``synth:train`` (2,000 training-distribution
+    prompts, for trainers)."""
     if name == "all":
         return [p for key in ("accuracy", "generalization", "robustness") for p in SUITES[key]()]
     if name not in SUITES:
