@@ -69,6 +69,29 @@ def grpo(
     typer.echo(f"final weights: {final}")
 
 
+@app.command()
+def dpo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder (resumed if it has a checkpoint).")],
+    base: Annotated[str | None, typer.Option("--base", help="Starting (and reference) checkpoint.")] = None,
+    reward: Annotated[str | None, typer.Option("--reward", help="Scorer ranking the samples.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML with DPOConfig's fields.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    online_every: Annotated[int | None, typer.Option(help="Online variant: new pairs every N steps.")] = None,
+) -> None:
+    """Flow-matching DPO on preference pairs sampled from the base model and ranked by a scorer."""
+    from resonate_train.dpo import DPOConfig, DPOTrainer
+
+    overrides = {"base": base, "reward": reward, "steps": steps, "online_every": online_every}
+    cfg = (
+        DPOConfig.from_toml(config, **overrides)
+        if config
+        else DPOConfig(**{k: v for k, v in overrides.items() if v is not None})
+    )
+    if not cfg.base:
+        raise typer.BadParameter("give --base (or base in the config)")
+    typer.echo(f"final weights: {DPOTrainer(cfg, out, log=typer.echo).train()}")
+
+
 @app.callback()
 def _root() -> None:
     """Train flow-matching text-to-audio models."""

@@ -1,7 +1,8 @@
 """``resonate:CKPT`` — a resonate_train checkpoint as a ``ttaeval run`` system.
 
 Registered in ttaeval's ``ttaeval.generators`` entry-point group by this package's metadata, so
-ttaeval never imports resonate_train: ``ttaeval run --system base=resonate:ckpt/resonate-mini``.
+ttaeval never imports resonate_train: ``ttaeval run --system base=resonate:runs/grpo/final``;
+plain ``resonate`` is the shipped resonate-mini.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resonate_train.system import CONFIG_NAME, WEIGHTS_NAME, ResonateSystem
+from resonate_train.system import CONFIG_NAME, RESONATE_MINI, WEIGHTS_NAME, ResonateSystem
 from ttaeval.audio import Clip
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
 from ttaeval.prompts import Prompt
@@ -22,8 +23,8 @@ from ttaeval.prompts import Prompt
 class ResonateGenerator(Generator):
     """Generate with a resonate_train checkpoint folder (Euler ODE sampling with CFG)."""
 
-    path: Path
-    """The checkpoint folder (config.json + model.safetensors)."""
+    path: Path = RESONATE_MINI
+    """The checkpoint folder (config.json + model.safetensors); default: the shipped resonate-mini."""
     device: str = "cpu"
     """torch device."""
     batch_size: int = 16

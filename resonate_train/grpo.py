@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from resonate_train.objectives import group_advantages, grpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
+from resonate_train.training_state import LOG_NAME, load_state, save_state
 
 
 @dataclass
@@ -116,37 +116,10 @@ class GRPOTrainer:
         self.step = 0
         self._resume()
 
-    # -- state ---------------------------------------------------------------------------------
-    @property
-    def _ckpt(self) -> Path:
-        return self.out / "checkpoint"
-
-    def _save(self) -> None:
-        tmp = self.out / "checkpoint.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in self.policy.state_dict().items()}, str(tmp / "network.safetensors")
-        )
-        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
-        if self._ckpt.exists():
-            for f in self._ckpt.iterdir():
-                f.unlink()
-            self._ckpt.rmdir()
-        tmp.rename(self._ckpt)
-
     def _resume(self) -> None:
-        if not (self._ckpt / "state.json").is_file():
-            return
-        state = json.loads((self._ckpt / "state.json").read_text())
-        self.policy.load_state_dict(load_file(str(self._ckpt / "network.safetensors")))
-        self.opt.load_state_dict(torch.load(self._ckpt / "optimizer.pt", weights_only=True))
-        self.step = int(state["step"])
-        log_path = self.out / "train_log.jsonl"
-        if log_path.is_file():  # drop lines written after the checkpoint (a crash between the two)
-            lines = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] < self.step]
-            log_path.write_text("".join(ln + "\n" for ln in lines))
-        self.log(f"resumed at step {self.step} from {self._ckpt}")
+        self.step = load_state(self.out, self.policy, self.opt)
+        if self.step:
+            self.log(f"resumed at step {self.step} from {self.out / 'checkpoint'}")
 
     # -- one step ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -251,7 +224,7 @@ class GRPOTrainer:
     def train(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
-        with (self.out / "train_log.jsonl").open("a") as logf:
+        with (self.out / LOG_NAME).open("a") as logf:
             while self.step < self.cfg.steps:
                 rec = self.train_step()
                 logf.write(json.dumps(rec) + "\n")
@@ -261,6 +234,6 @@ class GRPOTrainer:
                     f"kl {rec['kl']:.2e}, clip {rec['clip_fraction']:.2f}, {rec['seconds']:.1f} s"
                 )
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
-                    self._save()
+                    save_state(self.out, self.policy, self.opt, self.step, self.cfg)
         self.policy.eval()
         return self.system.save(self.out / "final")

@@ -21,6 +21,8 @@ from resonate_train.model.codec import MelCodec
 from resonate_train.model.text import TextEncoder, text_encoder_from_dict
 from resonate_train.sampling import euler_sample, guided
 
+RESONATE_MINI = Path(__file__).parent / "weights" / "resonate_mini"
+"""The shipped mini model, pretrained on the synthetic world (``resonate-train pretrain``)."""
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 

@@ -94,3 +94,32 @@ def test_failed_rewards_are_masked_not_zero(base, tmp_path, monkeypatch):
     rec = _log(tmp_path / "run")[0]
     assert rec["reward_failed"] == 2  # the first clip of each of the two rollout batches
     assert all(v == v for k, v in rec.items() if k != "reward_failed")  # no NaN leaked into the stats
+
+
+def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_path):
+    from resonate_train.dpo import DPOConfig, DPOTrainer
+
+    def cfg(steps):
+        return DPOConfig(
+            base=str(base),
+            pair_prompts=4,
+            samples_per_prompt=3,
+            sample_steps=2,
+            steps=steps,
+            batch_size=4,
+            checkpoint_every=2,
+            reward="clap:mini",
+        )
+
+    trainer = DPOTrainer(cfg(3), tmp_path / "a", log=lambda _: None)
+    pairs = trainer.make_pairs(0)
+    assert (pairs.margin > 0).all() and pairs.winners.shape == pairs.losers.shape
+    peak = trainer.reward.terms[0]
+    assert peak.metric == "clap"
+    trainer.train()
+    first = _log(tmp_path / "a")
+    assert first[0]["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 0
+    DPOTrainer(cfg(2), tmp_path / "b", log=lambda _: None).train()
+    DPOTrainer(cfg(3), tmp_path / "b", log=lambda _: None).train()
+    for a, b in zip(first, _log(tmp_path / "b")):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)

@@ -1,0 +1,196 @@
+"""Offline flow-matching DPO: preference pairs from the frozen base model, ranked by a scorer.
+
+Pairs: every pair prompt is sampled ``samples_per_prompt`` times by the base model (Euler ODE, CFG);
+the scorer's best and worst clips are the winner and the loser (prompts whose samples tie, or whose
+scores failed, give no pair). Training: winner and loser share the noise and t; with L the
+velocity MSE of each, loss = -log sigmoid(-beta/2 [(L_w - Lref_w) - (L_l - Lref_l)]) (+ an optional
+SFT term on the winner, as TangoFlux). ``online_every`` > 0 is the online variant for ablations:
+pairs are made again from the current policy every that many steps.
+
+    resonate-train dpo --base ckpt/resonate-mini --reward clap:mini --out runs/dpo-clap
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from resonate_train.objectives import flow_dpo_loss
+from resonate_train.rewards import Rewards
+from resonate_train.system import ResonateSystem
+from resonate_train.training_state import LOG_NAME, load_state, save_state
+
+
+@dataclass
+class DPOConfig:
+    """Offline DPO knobs; the paper's values in the notes."""
+
+    base: str = ""
+    """The starting checkpoint, also the frozen reference and (offline) the pair sampler."""
+    reward: str = "clap:mini@1.0"
+    """The scorer ranking each prompt's samples (paper's offline baseline: CLAP)."""
+    prompts: str = "synth:train"
+    """Prompt source for the pairs."""
+    pair_prompts: int = 128
+    """Prompts sampled to build pairs."""
+    samples_per_prompt: int = 4
+    """Samples per pair prompt (best vs worst)."""
+    sample_steps: int = 10
+    """Euler steps when sampling pairs."""
+    guidance: float = 4.5
+    """Guidance when sampling pairs."""
+    beta: float = 100.0
+    """DPO beta (paper: 100)."""
+    sft_weight: float = 0.0
+    """Weight of a flow-matching loss on the winner (TangoFlux's CRPO adds one)."""
+    steps: int = 200
+    """Optimiser steps."""
+    batch_size: int = 16
+    """Pairs per step."""
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    online_every: int = 0
+    """0: offline (pairs from the base once). N > 0: new pairs from the current policy every N steps."""
+    seed: int = 0
+    """Seed: pairs and batches come from (seed, step)."""
+    checkpoint_every: int = 50
+    """Steps between checkpoints (and at the end)."""
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: object) -> DPOConfig:
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        data = tomllib.loads(Path(path).read_text())
+        if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
+            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+@dataclass
+class Pairs:
+    winners: torch.Tensor  # normalised latents (P, T, C)
+    losers: torch.Tensor
+    texts: list[str]
+    margin: torch.Tensor  # reward(winner) - reward(loser)
+
+
+class DPOTrainer:
+    def __init__(self, cfg: DPOConfig, out: str | Path, log=print) -> None:
+        from ttaeval.prompts import load_prompts
+
+        self.cfg, self.out, self.log = cfg, Path(out), log
+        self.system = ResonateSystem.load(cfg.base)
+        self.policy = self.system.network
+        self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+        self.prompts = load_prompts(cfg.prompts)
+        self.reward = Rewards([cfg.reward])
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr)
+        self.step = load_state(self.out, self.policy, self.opt)
+        self.pairs: Pairs | None = None
+
+    def make_pairs(self, round_: int) -> Pairs:
+        """Sample, score and pair (offline: from the frozen reference; online: from the policy)."""
+        cfg, system = self.cfg, self.system
+        rng = np.random.default_rng([cfg.seed, 1_000_000 + round_])
+        chosen = rng.choice(len(self.prompts), min(cfg.pair_prompts, len(self.prompts)), replace=False)
+        prompts = [self.prompts[i] for i in chosen for _ in range(cfg.samples_per_prompt)]
+        seeds = rng.integers(2**31, size=len(prompts)).tolist()
+        sampler = self.policy if cfg.online_every else self.reference
+        saved, system.network = system.network, sampler
+        try:
+            d = system.defaults.duration
+            latents = torch.cat(
+                [
+                    system.sample_latents(
+                        [p.text for p in prompts[i : i + 32]],
+                        seeds[i : i + 32],
+                        d,
+                        cfg.sample_steps,
+                        cfg.guidance,
+                    )
+                    for i in range(0, len(prompts), 32)
+                ]
+            )
+            scores, _ = self.reward(system.decode(latents, d), system.sample_rate, prompts)
+        finally:
+            system.network = saved
+        k = cfg.samples_per_prompt
+        scores = scores.reshape(-1, k)
+        win, lose, texts, margin = [], [], [], []
+        for j, row in enumerate(scores):
+            if not np.isfinite(row).all() or row.max() == row.min():
+                continue
+            win.append(latents[j * k + int(row.argmax())])
+            lose.append(latents[j * k + int(row.argmin())])
+            texts.append(prompts[j * k].text)
+            margin.append(float(row.max() - row.min()))
+        if not win:
+            raise RuntimeError("no preference pair: every prompt's samples tied or failed to score")
+        self.log(f"pairs: {len(win)} from {len(scores)} prompts, mean margin {np.mean(margin):.4f}")
+        return Pairs(torch.stack(win), torch.stack(lose), texts, torch.tensor(margin))
+
+    def _errors(self, net: torch.nn.Module, x0: torch.Tensor, noise, t, feats, pooled) -> torch.Tensor:
+        x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
+        return ((net(x_t, t, feats, pooled) - (noise - x0)) ** 2).flatten(1).mean(1)
+
+    def train_step(self) -> dict:
+        cfg, start = self.cfg, time.perf_counter()
+        if self.pairs is None or (cfg.online_every and self.step % cfg.online_every == 0):
+            self.pairs = self.make_pairs(self.step // cfg.online_every if cfg.online_every else 0)
+        rng = np.random.default_rng([cfg.seed, self.step])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        idx = torch.from_numpy(rng.integers(len(self.pairs.texts), size=cfg.batch_size))
+        win, lose = self.pairs.winners[idx], self.pairs.losers[idx]
+        feats, pooled = self.system.text_encoder.encode([self.pairs.texts[i] for i in idx])
+        t = torch.rand(len(idx), generator=gen)
+        noise = torch.randn(win.shape, generator=gen)  # shared by winner and loser
+        self.policy.train()
+        err_w = self._errors(self.policy, win, noise, t, feats, pooled)
+        err_l = self._errors(self.policy, lose, noise, t, feats, pooled)
+        with torch.no_grad():
+            ref_w = self._errors(self.reference, win, noise, t, feats, pooled)
+            ref_l = self._errors(self.reference, lose, noise, t, feats, pooled)
+        dpo = flow_dpo_loss(err_w, err_l, ref_w, ref_l, cfg.beta)
+        loss = dpo + cfg.sft_weight * err_w.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.opt.step()
+        inside = ((err_w - ref_w) - (err_l - ref_l)).detach()
+        record = {
+            "step": self.step,
+            "loss": loss.item(),
+            "dpo_loss": dpo.item(),
+            "implicit_accuracy": float((inside < 0).float().mean()),
+            "winner_mse": err_w.mean().item(),
+            "loser_mse": err_l.mean().item(),
+            "seconds": time.perf_counter() - start,
+        }
+        self.step += 1
+        return record
+
+    def train(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "dpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+        with (self.out / LOG_NAME).open("a") as logf:
+            while self.step < self.cfg.steps:
+                rec = self.train_step()
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+                if rec["step"] % 10 == 0:
+                    self.log(
+                        f"step {rec['step']}: dpo {rec['dpo_loss']:.4f}, acc {rec['implicit_accuracy']:.2f}"
+                    )
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                    save_state(self.out, self.policy, self.opt, self.step, self.cfg)
+        self.policy.eval()
+        return self.system.save(self.out / "final")
