@@ -115,6 +115,12 @@ def _load_plugins() -> None:
             GENERATORS.register(ep.name, ep.value)
 
 
+def generator_kinds() -> list[str]:
+    """Every generator kind available: the built-in ones and those of installed plug-ins."""
+    _load_plugins()
+    return [entry.name for entry in GENERATORS]
+
+
 def parse_generator_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     """``KIND[:ARG][,KEY=VALUE]...`` -> (kind, options); ``ARG`` is kept under the key ``""``."""
     head, *parts = [p.strip() for p in spec.strip().split(",")]
@@ -161,6 +167,7 @@ __all__ = [
     "GenerationSettings",
     "Generator",
     "clip_seed",
+    "generator_kinds",
     "get_generator",
     "parse_generator_spec",
 ]
