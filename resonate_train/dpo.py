@@ -62,6 +62,13 @@ class DPOConfig:
     checkpoint_every: int = 50
     """Steps between checkpoints (and at the end)."""
 
+    def __post_init__(self) -> None:
+        if self.online_every and self.checkpoint_every % self.online_every:
+            raise ValueError(
+                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of online_every "
+                f"({self.online_every}): a resumed online run rebuilds its pairs at a checkpoint"
+            )
+
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> DPOConfig:
         try:

@@ -44,7 +44,8 @@ class ResonateGenerator(Generator):
         digest = hashlib.blake2b(digest_size=8)
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             digest.update((self.path / name).read_bytes())
-        return {**super().identity, "checkpoint": digest.hexdigest()}
+        ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
+        return {**ident, "checkpoint": digest.hexdigest()}  # the content, wherever it lives or runs
 
     def _loaded(self) -> ResonateSystem:
         if self._system is None:

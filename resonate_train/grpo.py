@@ -43,7 +43,7 @@ class GRPOConfig:
     prompts: str = "synth:train"
     """Training prompts (any ttaeval prompt source)."""
     steps: int = 40
-    """Optimiser steps."""
+    """Training steps (each: one rollout of every group, then one optimiser step per rollout batch)."""
     prompts_per_step: int = 4
     """Prompts (groups) per step."""
     group_size: int = 8

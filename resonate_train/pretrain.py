@@ -47,7 +47,8 @@ class PretrainConfig:
     cond_dropout: float = 0.1
     """Share of rows trained with the empty prompt (classifier-free guidance)."""
     ema: float = 0.999
-    """Decay of the weights' exponential moving average (the EMA is what is saved)."""
+    """Decay of the weights' exponential moving average (the EMA is what is saved), warmed up as
+    min(ema, (1 + step) / (10 + step)) so the random initialisation does not linger in it."""
     seed: int = 16
     """Seed of scenes, captions, initialisation and batches."""
     workers: int = 2
@@ -148,10 +149,11 @@ def pretrain(
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
             opt.step()
             sched.step()
+            decay = min(cfg.ema, (1 + step) / (10 + step))  # warm-up: no trace of the init at the end
             with torch.no_grad():
                 for k, v in network.state_dict().items():
                     if v.is_floating_point():
-                        ema[k].mul_(cfg.ema).add_(v.detach(), alpha=1 - cfg.ema)
+                        ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
                     else:
                         ema[k].copy_(v)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:

@@ -69,10 +69,10 @@ class SDEStep:
 
 
 def sde_sigma(t: float, a: float, t_first_next: float) -> float:
-    """sigma_t = a sqrt(t / (1 - t)); at t = 1 (where it is infinite) Flow-GRPO takes the value at
-    the first step's end instead, ``t_first_next``."""
-    t_eff = t_first_next if t >= 1.0 else t
-    return a * math.sqrt(t_eff / (1.0 - t_eff))
+    """sigma_t = a sqrt(t / (1 - t)); at t = 1 (where it is infinite) Flow-GRPO puts the first
+    step's end ``t_first_next`` in the denominator only: a sqrt(1 / (1 - t_first_next))."""
+    denominator = 1.0 - (t_first_next if t >= 1.0 else t)
+    return a * math.sqrt(t / denominator)
 
 
 def sde_step(

@@ -123,3 +123,17 @@ def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_pat
     DPOTrainer(cfg(3), tmp_path / "b", log=lambda _: None).train()
     for a, b in zip(first, _log(tmp_path / "b")):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+
+
+def test_training_state_survives_a_crash_between_renames_and_trims_the_log(tmp_path):
+    from resonate_train.training_state import LOG_NAME, load_state, save_state
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    (tmp_path / LOG_NAME).write_text('{"step": 0}\n{"step": 1}\n')
+    assert load_state(tmp_path, model, opt) == 0 and (tmp_path / LOG_NAME).read_text() == ""  # no checkpoint
+    save_state(tmp_path, model, opt, 5, GRPOConfig())
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")  # as if killed between the renames
+    (tmp_path / LOG_NAME).write_text("".join(f'{{"step": {i}}}\n' for i in range(7)))
+    assert load_state(tmp_path, model, opt) == 5
+    assert [json.loads(x)["step"] for x in (tmp_path / LOG_NAME).read_text().splitlines()] == [0, 1, 2, 3, 4]

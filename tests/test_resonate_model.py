@@ -133,7 +133,7 @@ def test_sde_step_log_prob_is_the_gaussian_density_of_the_step():
     again = sde_step(x, v, 0.6, 0.5, a=0.7, x_next=step.x_next)  # re-scoring a stored step
     assert torch.equal(again.log_prob, step.log_prob)
     assert torch.equal(kl_to_reference(step.mean, step.mean, step.std), torch.zeros(4))
-    assert sde_sigma(1.0, 0.7, 0.9) == pytest.approx(0.7 * 3.0)  # t = 1 takes the next time's sigma
+    assert sde_sigma(1.0, 0.7, 0.9) == pytest.approx(0.7 * math.sqrt(1 / 0.1))  # Flow-GRPO's t = 1
 
 
 def test_sde_sampling_keeps_the_flow_marginals():

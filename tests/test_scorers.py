@@ -180,3 +180,13 @@ def test_a_missing_reference_package_is_one_line_naming_the_install(monkeypatch)
     assert "\n" not in message
     assert message.startswith("clap:laion needs laion_clap: ")
     assert "pip install 'ttaeval[laion]' && pip install --no-deps laion_clap==1.1.7" in message
+
+
+def test_a_result_whose_metrics_do_not_apply_is_not_a_failure():
+    import math
+
+    from ttaeval.scorers.base import NOT_APPLICABLE, ScoreResult
+
+    na = ScoreResult({"a": math.nan}, {"a": f"{NOT_APPLICABLE}one event: no order to judge"})
+    broken = ScoreResult({"a": math.nan, "b": math.nan}, {"a": f"{NOT_APPLICABLE}x", "b": "model failed"})
+    assert not na.failed and broken.failed

@@ -342,6 +342,10 @@ def leaderboard_cmd(
 
     if format not in ("md", "csv", "json", "html"):
         raise _usage_error(f"--format must be md, csv, json or html, not {format!r}")
+    if format == "csv" and baseline:
+        raise _usage_error(
+            "--baseline adds a second table: use --format json, md or html (or csv without it)"
+        )
     if protocol is not None:
         if protocol != "tta-bench":
             raise _usage_error(

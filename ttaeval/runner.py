@@ -209,11 +209,13 @@ def run(
         if rank == 0:  # the run store: this rank's own store, or the one the shards merge into
             stack.enter_context(RunLock(run_dir))
             main = stack.enter_context(RunStore(run_dir))
+            if (run_dir / SHARD_DIR).is_dir():  # a sharded run that died before merging: keep its work
+                merge_shards(run_dir, main)
             main.add_prompts(prompts)
             main.record_run(command, config.to_dict(), scorers)
             for name, gen in generators.items():
                 if gen.stores_audio:
-                    main.claim_system(name, getattr(gen, "spec", gen.kind), gen.identity)
+                    main.claim_system(name, getattr(gen, "spec", gen.kind), _identity(gen, config))
         if world > 1:
             _barrier()  # the run store exists and has accepted the systems before any rank reads it
             shard = run_dir / SHARD_DIR / f"rank-{rank}"
@@ -222,7 +224,7 @@ def run(
             store.register_scorers(scorers)
             for name, gen in generators.items():
                 if gen.stores_audio:
-                    store.claim_system(name, getattr(gen, "spec", gen.kind), gen.identity)
+                    store.claim_system(name, getattr(gen, "spec", gen.kind), _identity(gen, config))
             if rank != 0:
                 main = stack.enter_context(RunStore(run_dir))
         else:
@@ -238,7 +240,7 @@ def run(
         validation = ValidationConfig(max_duration=config.max_duration)
         for name, batches in plan.items():
             for batch in batches:
-                _do_batch(name, generators[name], batch, config, scorers, store, validation, summary)
+                _do_batch(name, generators[name], batch, config, scorers, store, validation, summary, stores)
                 if on_progress:
                     on_progress(len(batch))
         if world > 1:
@@ -248,6 +250,12 @@ def run(
                 merge_shards(run_dir, main)
             _barrier()
     return summary
+
+
+def _identity(generator: Generator, config: RunConfig) -> dict[str, Any]:
+    """What a stored system's clips were made with: the generator, the run seed, the settings. A
+    resumed run that changes any of them is refused rather than mixing clips of both."""
+    return {**generator.identity, "seed": config.seed, "settings": generator.resolve(config.settings)}
 
 
 def merge_shards(run_dir: Path, main: RunStore) -> int:
@@ -343,6 +351,7 @@ def _do_batch(
     store: RunStore,
     validation: ValidationConfig,
     summary: RunSummary,
+    stores: Sequence[RunStore] = (),
 ) -> None:
     """Get the batch's audio (re-read or generate), write it, score it and commit it as one."""
     got: dict[int, Clip | GenerationFailure] = {}
@@ -409,7 +418,7 @@ def _do_batch(
             )
         )
     summary.scoring.clips += len(batch)
-    score_and_commit(records, clips, scorers, store, summary.scoring)
+    score_and_commit(records, clips, scorers, store, summary.scoring, also=stores)
 
 
 def _checked(clip: Clip, prompt: Prompt) -> Clip | GenerationFailure:

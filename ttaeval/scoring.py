@@ -103,11 +103,14 @@ def score_and_commit(
     scorers: Sequence[Scorer],
     store: RunStore,
     summary: ScoringSummary,
+    also: Sequence[RunStore] = (),
 ) -> None:
     """Score what the store lacks for ``clips`` with every scorer, then commit the clip rows and the
-    results in one transaction (a batch is stored whole or not at all)."""
+    results in one transaction (a batch is stored whole or not at all). Results found in ``also``
+    (the run store, for a rank writing its shard) count as done too."""
     converted: dict[tuple[int, int | None, int | None], Clip] = {}
-    pending = [(s, _score_missing(s, list(clips), store, summary, converted)) for s in scorers]
+    stores = list(dict.fromkeys([store, *also]))
+    pending = [(s, _score_missing(s, list(clips), stores, summary, converted)) for s in scorers]
     with store.transaction():
         for rec in records:
             store.put_clip(rec)
@@ -131,7 +134,7 @@ def _load(item: AudioItem, validation: ValidationConfig) -> Clip | str:
 def _score_missing(
     scorer: Scorer,
     clips: list[Clip],
-    store: RunStore,
+    stores: Sequence[RunStore],
     summary: ScoringSummary,
     converted: dict[tuple[int, int | None, int | None], Clip],
 ) -> dict[tuple[str, str], ScoreResult]:
@@ -139,7 +142,9 @@ def _score_missing(
     todo: dict[tuple[str, str], Clip] = {}
     for clip in clips:
         todo.setdefault((clip.key, prompt_key_for(scorer, clip.prompt)), clip)
-    done = store.done(scorer.id, todo)
+    done: set[tuple[str, str]] = set()
+    for st in stores:
+        done |= st.done(scorer.id, todo)
     summary.cached += len(done)
     todo = {k: c for k, c in todo.items() if k not in done}
     if not todo:

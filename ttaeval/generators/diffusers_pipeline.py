@@ -61,7 +61,8 @@ class DiffusersGenerator(Generator):
                 digest.update(f.relative_to(self.path).as_posix().encode() + f.read_bytes())
             elif f.suffix in (".safetensors", ".bin", ".pt", ".ckpt"):
                 digest.update(f"{f.relative_to(self.path).as_posix()}:{f.stat().st_size}".encode())
-        return {**super().identity, "pipeline": digest.hexdigest()}
+        ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
+        return {**ident, "pipeline": digest.hexdigest()}  # the content, wherever it lives or runs
 
     def _pipeline(self) -> Any:
         if self._pipe is None:

@@ -73,8 +73,11 @@ class ScoreResult:
 
     @property
     def failed(self) -> bool:
-        """No metric has a value: the clip could not be scored at all (retried on the next run)."""
-        return not any(math.isfinite(v) for v in self.values.values())
+        """No metric has a value and some should have: the clip could not be scored at all (retried
+        on the next run). Values that do not apply (``n/a:`` reasons) are not failures."""
+        if any(math.isfinite(v) for v in self.values.values()):
+            return False
+        return not self.values or not all(is_not_applicable(self.errors.get(k)) for k in self.values)
 
     @property
     def error(self) -> str | None:
