@@ -15,12 +15,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import flow_dpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.system import ResonateSystem
@@ -71,15 +72,7 @@ class DPOConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> DPOConfig:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        data = tomllib.loads(Path(path).read_text())
-        if unknown := sorted(set(data) - {f.name for f in fields(cls)}):
-            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        return config_from_toml(cls, path, **overrides)
 
 
 @dataclass

@@ -18,12 +18,13 @@ import copy
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import group_advantages, grpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
@@ -79,16 +80,7 @@ class GRPOConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> GRPOConfig:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        data = tomllib.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(data) - known):
-            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v not in (None, [])})
-        return cls(**data)
+        return config_from_toml(cls, path, **overrides)
 
 
 @dataclass

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from resonate_train.config_file import config_from_toml
 from resonate_train.model import FluxAudioConfig, fluxaudio_mini
 from resonate_train.model.codec import MelCodec
 from resonate_train.model.fluxaudio import MINI_CONFIG
@@ -58,17 +59,7 @@ class PretrainConfig:
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> PretrainConfig:
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-
-        data = tomllib.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(data) - known):
-            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+        return config_from_toml(cls, path, **overrides)
 
 
 def training_set(cfg: PretrainConfig, codec: MelCodec, text: ClapMiniTextEncoder):

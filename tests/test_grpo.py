@@ -137,3 +137,18 @@ def test_training_state_survives_a_crash_between_renames_and_trims_the_log(tmp_p
     (tmp_path / LOG_NAME).write_text("".join(f'{{"step": {i}}}\n' for i in range(7)))
     assert load_state(tmp_path, model, opt) == 5
     assert [json.loads(x)["step"] for x in (tmp_path / LOG_NAME).read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_trainer_configs_read_toml_with_flag_overrides_and_name_unknown_keys(tmp_path):
+    from resonate_train.dpo import DPOConfig
+    from resonate_train.pretrain import PretrainConfig
+
+    f = tmp_path / "c.toml"
+    f.write_text('steps = 7\nrewards = ["judge:mini#aqa@1.0"]\n')
+    cfg = GRPOConfig.from_toml(f, seed=3, steps=None)
+    assert (cfg.steps, cfg.seed, cfg.rewards) == (7, 3, ["judge:mini#aqa@1.0"])
+    f.write_text("steps = 7\n")
+    assert DPOConfig.from_toml(f).steps == PretrainConfig.from_toml(f).steps == 7
+    f.write_text("stepz = 7\n")
+    with pytest.raises(ValueError, match=r"unknown key.*stepz"):
+        PretrainConfig.from_toml(f)
