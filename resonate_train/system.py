@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -128,6 +127,3 @@ class ResonateSystem:
         duration = duration or d.duration
         guidance = guidance if guidance is not None else d.guidance
         return self.decode(self.sample_latents(texts, seeds, duration, steps or d.steps, guidance), duration)
-
-    def describe(self) -> dict[str, Any]:
-        return {"network": self.network.config.to_dict(), "text_encoder": self.text_encoder.to_dict()}

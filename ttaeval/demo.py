@@ -1,4 +1,5 @@
-"""Audio for ``make demo``: the synthetic accuracy suite answered by four made-up "systems".
+"""Folders of audio for ``ttaeval score``: the synthetic accuracy suite answered by four made-up
+"systems", one of them broken (``make demo`` itself runs ``ttaeval run`` on generators instead).
 
 - ``clean``: each prompt's scene rendered as described (the upper bound);
 - ``noisy``: the same audio under white noise at 5 dB SNR;
