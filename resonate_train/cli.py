@@ -55,7 +55,7 @@ def grpo(
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
 ) -> None:
     """Online GRPO (Flow-GRPO) with ttaeval scorers as rewards."""
-    from resonate_train.grpo import GRPOConfig, GRPOTrainer
+    from resonate_train.grpo import GRPOConfig, GRPOTrainer, reward_gain
 
     overrides = {"base": base, "rewards": reward, "steps": steps, "seed": seed}
     cfg = (
@@ -67,6 +67,12 @@ def grpo(
         raise typer.BadParameter("give --base (or base in the config)")
     final = GRPOTrainer(cfg, out, log=typer.echo).train()
     typer.echo(f"final weights: {final}")
+    if cfg.eval_every:
+        gain = reward_gain(out)
+        typer.echo(
+            f"evaluation reward gain (last - first, {gain.n} prompts): {gain.mean:+.4f} "
+            f"[{gain.low:+.4f}, {gain.high:+.4f}] 95% CI, p = {gain.p_value:.3g}"
+        )
 
 
 @app.command()

@@ -18,10 +18,12 @@ import copy
 import itertools
 import json
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from resonate_train.config_file import config_from_toml
@@ -29,7 +31,12 @@ from resonate_train.objectives import group_advantages, grpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
-from resonate_train.training_state import LOG_NAME, load_state, save_state
+from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, save_state
+from ttaeval.runner import dist_env
+from ttaeval.stats import PairedDifference, paired_difference, per_prompt_means
+
+EVAL_SET_SEED = 0xE7A1
+"""Draws the evaluation prompts and noise: fixed, so runs with different seeds share them."""
 
 
 @dataclass
@@ -51,6 +58,10 @@ class GRPOConfig:
     """Clips per prompt (paper: 24)."""
     rollout_batches: int = 2
     """Rollout batches per step; each batch's rewards are computed while the next one is sampled."""
+    micro_batch: int = 0
+    """Clips per forward pass when sampling and training (0: a process's whole share of a rollout
+    batch at once); bounds memory like Flow-GRPO's per-device batch size. Gradients of a rollout
+    batch's micro-batches (and processes) are summed, each weighted by its share of the batch."""
     rollout_steps: int = 10
     """SDE denoising steps per rollout (paper: 10)."""
     guidance: float = 4.5
@@ -77,6 +88,13 @@ class GRPOConfig:
     """Seed: prompts and noise of step s come from (seed, s)."""
     checkpoint_every: int = 10
     """Steps between checkpoints (and always at the end)."""
+    eval_every: int = 10
+    """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
+    after the last, so a run's reward gain is measured on the same prompts and noise."""
+    eval_prompts: int = 32
+    """Prompts in the evaluation set (drawn once from ``prompts``, the same for every seed)."""
+    eval_samples: int = 2
+    """Clips per evaluation prompt (SDE sampler as in rollouts, fixed noise)."""
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> GRPOConfig:
@@ -91,13 +109,27 @@ class Rollout:
     log_probs: torch.Tensor
     times: list[float]
     prompt_index: torch.Tensor
+    positions: np.ndarray | None = None
+    """Where these clips sit in the step's request list."""
+    batch: int = 0
+    """The rollout batch (optimiser step) they belong to."""
 
 
 class GRPOTrainer:
+    """Online GRPO on one process or data parallel under ``torchrun`` (gloo on CPU, NCCL on GPU).
+
+    With N processes every one draws the same step plan (prompts and one noise seed per clip) and
+    samples and scores its own slice of each rollout batch; the rewards are gathered so every
+    process computes the step's group statistics over all clips, and the gradients are summed
+    (each slice weighted by its share of the batch), so the update is the single process's.
+    """
+
     def __init__(self, cfg: GRPOConfig, out: str | Path, log=print) -> None:
         from ttaeval.prompts import load_prompts
 
-        self.cfg, self.out, self.log = cfg, Path(out), log
+        self.rank, self.world = _init_distributed()
+        self.cfg, self.out = cfg, Path(out)
+        self.log = log if self.rank == 0 else (lambda _msg: None)
         self.system = ResonateSystem.load(cfg.base)
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
@@ -105,58 +137,82 @@ class GRPOTrainer:
         self.rewards = Rewards(cfg.rewards)
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.step = 0
-        self._resume()
-
-    def _resume(self) -> None:
-        self.step = load_state(self.out, self.policy, self.opt)
+        self.step = load_state(self.out, self.policy, self.opt, trim_logs=self.rank == 0)
         if self.step:
             self.log(f"resumed at step {self.step} from {self.out / 'checkpoint'}")
 
-    # -- one step ------------------------------------------------------------------------------
+    # -- sampling and scoring ------------------------------------------------------------------
     @torch.no_grad()
-    def rollout(self, prompt_idx: list[int], gen: torch.Generator) -> Rollout:
+    def rollout(self, prompt_idx: list[int], seeds: list[int]) -> Rollout:
+        """SDE trajectories; clip i's starting noise and every step's noise come from ``seeds[i]``
+        alone, so a clip is the same whichever batch or process samples it."""
         cfg, net = self.cfg, self.policy
-        texts = [self.prompts[i].text for i in prompt_idx]
-        cond, uncond = self.system.conditions(texts)
-        frames = self.system.codec.frames(self.duration)
-        x = torch.randn(len(texts), frames, net.config.latent_dim, generator=gen)
+        cond, uncond = self.system.conditions([self.prompts[i].text for i in prompt_idx])
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        shape = (self.system.codec.frames(self.duration), net.config.latent_dim)
+        x = torch.stack([torch.randn(shape, generator=g) for g in gens])
         ts = timesteps(cfg.rollout_steps).tolist()
         xs, logps = [x], []
         velocity = guided(net, cond, uncond, cfg.guidance)
         for t, t_next in itertools.pairwise(ts):
+            noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
             step = sde_step(
-                x,
-                velocity(x, torch.full((len(x),), t)),
-                t,
-                t_next,
-                a=cfg.noise_level,
-                t_first_next=ts[1],
-                generator=gen,
-            )
+                x, velocity(x, torch.full((len(x),), t)), t, t_next,
+                a=cfg.noise_level, t_first_next=ts[1], noise=noise,
+            )  # fmt: skip
             x = step.x_next
             xs.append(x)
             logps.append(step.log_prob)
         return Rollout(torch.stack(xs), torch.stack(logps), ts, torch.tensor(prompt_idx))
 
+    def _score(self, ro: Rollout) -> Future:
+        audio = self.system.decode(ro.xs[-1], self.duration)
+        prompts = [self.prompts[int(i)] for i in ro.prompt_index]
+        return self.rewards.submit(audio, self.system.sample_rate, prompts)
+
+    def _sample_batches(
+        self, idx: np.ndarray, seeds: np.ndarray, n_batches: int
+    ) -> tuple[list[Rollout], torch.Tensor, dict[str, np.ndarray]]:
+        """Sample this process's share of each of ``n_batches`` batches cut from the request list,
+        micro-batch by micro-batch, each scored in the background while the next is sampled.
+        Returns this process's rollouts and the rewards of the whole list, gathered from every
+        process (NaN where a scorer failed)."""
+        rollouts, pending = [], []
+        for b, batch in enumerate(np.array_split(np.arange(len(idx)), n_batches)):
+            mine = np.array_split(batch, self.world)[self.rank]
+            size = self.cfg.micro_batch or max(1, len(mine))
+            for part in np.split(mine, range(size, len(mine), size)):
+                if len(part):
+                    ro = self.rollout(idx[part].tolist(), seeds[part].tolist())
+                    ro.positions, ro.batch = part, b
+                    pending.append(self._score(ro))
+                    rollouts.append(ro)
+        results = [p.result() for p in pending]
+        local = [(ro.positions, r[0], r[1]) for ro, r in zip(rollouts, results)]
+        reward = np.full(len(idx), np.nan)
+        parts: dict[str, np.ndarray] = {}
+        for gathered in _all_gather(local, self.world):
+            for pos, values, terms in gathered:
+                reward[pos] = values
+                for k, v in terms.items():
+                    parts.setdefault(k, np.full(len(idx), np.nan))[pos] = v
+        return rollouts, torch.tensor(reward, dtype=torch.float32), parts
+
+    # -- one step ------------------------------------------------------------------------------
+    def _plan(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Step ``step``'s prompt per clip (``prompts_per_step`` groups) and each clip's noise seed."""
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        chosen = rng.choice(len(self.prompts), cfg.prompts_per_step, replace=False)
+        idx = np.repeat(chosen, cfg.group_size)
+        return idx, rng.integers(2**62, size=len(idx))
+
     def train_step(self) -> dict:
         cfg, start = self.cfg, time.perf_counter()
-        rng = np.random.default_rng([cfg.seed, self.step])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        chosen = rng.choice(len(self.prompts), cfg.prompts_per_step, replace=False)
-        per_batch = np.array_split(np.repeat(chosen, cfg.group_size), cfg.rollout_batches)
+        idx, seeds = self._plan(self.step)
         self.policy.eval()
-        rollouts, pending = [], []
-        for idx in per_batch:  # score batch j in the background while batch j+1 is sampled
-            ro = self.rollout(idx.tolist(), gen)
-            audio = self.system.decode(ro.xs[-1], self.duration)
-            pending.append(
-                self.rewards.submit(audio, self.system.sample_rate, [self.prompts[i] for i in idx])
-            )
-            rollouts.append(ro)
-        results = [p.result() for p in pending]
-        reward = torch.tensor(np.concatenate([r[0] for r in results]), dtype=torch.float32)
-        groups = torch.cat([ro.prompt_index for ro in rollouts])
+        rollouts, reward, parts = self._sample_batches(idx, seeds, cfg.rollout_batches)
+        groups = torch.from_numpy(idx)
         adv = group_advantages(reward, groups, clip=cfg.adv_clip, global_std=cfg.global_std)
         stats = self._optimise(rollouts, adv)
         ok = torch.isfinite(reward)
@@ -166,12 +222,9 @@ class GRPOTrainer:
             "step": self.step,
             "reward_mean": float(finite.mean()) if len(finite) else float("nan"),
             "reward_std": float(finite.std(unbiased=False)) if len(finite) else float("nan"),
-            "reward_failed": int((~torch.isfinite(reward)).sum()),
+            "reward_failed": int((~ok).sum()),
             "zero_std_fraction": float(np.mean(zero_std)),
-            **{
-                f"reward/{k}": float(np.nanmean(np.concatenate([r[1][k] for r in results])))
-                for k in results[0][1]
-            },
+            **{f"reward/{k}": float(np.nanmean(v)) for k, v in parts.items()},
             **stats,
             "seconds": time.perf_counter() - start,
         }
@@ -180,52 +233,184 @@ class GRPOTrainer:
 
     def _optimise(self, rollouts: list[Rollout], adv: torch.Tensor) -> dict:
         """One optimiser step per rollout batch (its denoising steps' gradients accumulated), so
-        later batches are scored by weights that moved: the ratio and its clip come into play."""
+        later batches are scored by weights that moved: the ratio and its clip come into play.
+
+        A micro-batch's loss is its mean times its share of the batch's finite advantages, and the
+        gradients are summed over micro-batches and processes: the gradient of the batch's mean."""
         cfg = self.cfg
         self.policy.train()
-        sums = {"loss": 0.0, "policy_loss": 0.0, "kl": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-        offset, n_terms, norms = 0, 0, []
-        for ro in rollouts:
-            a = adv[offset : offset + ro.xs.shape[1]]
-            offset += ro.xs.shape[1]
-            texts = [self.prompts[int(i)].text for i in ro.prompt_index]
-            cond, uncond = self.system.conditions(texts)
-            v_pol = guided(self.policy, cond, uncond, cfg.guidance)
-            v_ref = guided(self.reference, cond, uncond, cfg.guidance)
-            k_steps = len(ro.times) - 1
+        names = ("loss", "policy_loss", "kl", "approx_kl", "clip_fraction")
+        sums = torch.zeros(len(names), dtype=torch.float64)
+        batches = np.array_split(np.arange(len(adv)), cfg.rollout_batches)
+        norms = []
+        for b, batch in enumerate(batches):
             self.opt.zero_grad(set_to_none=True)
-            for k in range(k_steps):
-                t, t_next, x, x_next = ro.times[k], ro.times[k + 1], ro.xs[k], ro.xs[k + 1]
-                tt = torch.full((len(x),), t)
-                kw = {"a": cfg.noise_level, "t_first_next": ro.times[1], "x_next": x_next}
-                now = sde_step(x, v_pol(x, tt), t, t_next, **kw)
+            finite_in_batch = max(1, int(torch.isfinite(adv[batch]).sum()))
+            for ro in (r for r in rollouts if r.batch == b):
+                a = adv[ro.positions]
+                earlier = [p.grad for p in self.policy.parameters()]
+                self.opt.zero_grad(set_to_none=True)
+                sums += self._accumulate(ro, a, int(torch.isfinite(a).sum()) / finite_in_batch, names)
+                _add_grads(self.policy, earlier)
+            _all_reduce_grads(self.policy, self.world)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
+            self.opt.step()
+        if self.world > 1:
+            torch.distributed.all_reduce(sums)
+        means = (sums / len(batches)).tolist()
+        return {**dict(zip(names, means)), "grad_norm": float(np.mean(norms))}
+
+    def _accumulate(
+        self, ro: Rollout, adv: torch.Tensor, share: float, names: tuple[str, ...]
+    ) -> torch.Tensor:
+        """Backpropagate one micro-batch's loss over every denoising step (weighted by ``share``);
+        returns the share-weighted step means of the logged quantities."""
+        cfg = self.cfg
+        cond, uncond = self.system.conditions([self.prompts[int(i)].text for i in ro.prompt_index])
+        v_pol = guided(self.policy, cond, uncond, cfg.guidance)
+        v_ref = guided(self.reference, cond, uncond, cfg.guidance)
+        k_steps = len(ro.times) - 1
+        sums = torch.zeros(len(names), dtype=torch.float64)
+        for k in range(k_steps):
+            t, t_next, x, x_next = ro.times[k], ro.times[k + 1], ro.xs[k], ro.xs[k + 1]
+            tt = torch.full((len(x),), t)
+            kw = {"a": cfg.noise_level, "t_first_next": ro.times[1], "x_next": x_next}
+            now = sde_step(x, v_pol(x, tt), t, t_next, **kw)
+            kl = None
+            if cfg.beta:
                 with torch.no_grad():
                     ref = sde_step(x, v_ref(x, tt), t, t_next, **kw)
                 kl = kl_to_reference(now.mean, ref.mean, now.std)
-                out = grpo_loss(
-                    now.log_prob, ro.log_probs[k], a, clip_range=cfg.clip_range, kl=kl, beta=cfg.beta
-                )
-                (out.loss / k_steps).backward()
-                for name in sums:
-                    sums[name] += getattr(out, name).item()
-                n_terms += 1
-            norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
-            self.opt.step()
-        return {**{k: v / n_terms for k, v in sums.items()}, "grad_norm": float(np.mean(norms))}
+            out = grpo_loss(
+                now.log_prob, ro.log_probs[k], adv, clip_range=cfg.clip_range, kl=kl, beta=cfg.beta
+            )
+            (out.loss * share / k_steps).backward()
+            sums += torch.tensor(
+                [getattr(out, n).item() * share / k_steps for n in names], dtype=torch.float64
+            )
+        return sums
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Rewards of the current weights on the fixed evaluation set: the rollout sampler (SDE) with
+        the same prompts and noise every time, so evaluations differ only by the weights."""
+        cfg = self.cfg
+        rng = np.random.default_rng(EVAL_SET_SEED)
+        chosen = rng.choice(len(self.prompts), min(cfg.eval_prompts, len(self.prompts)), replace=False)
+        idx = np.repeat(chosen, cfg.eval_samples)
+        seeds = rng.integers(2**62, size=len(idx))
+        per_batch = max(1, cfg.prompts_per_step * cfg.group_size // cfg.rollout_batches)
+        self.policy.eval()
+        _, reward, _ = self._sample_batches(idx, seeds, -(-len(idx) // per_batch))
+        ok = torch.isfinite(reward)
+        return {
+            "step": self.step,
+            "reward_mean": float(reward[ok].mean()) if ok.any() else float("nan"),
+            "prompt_ids": [self.prompts[i].id for i in idx],
+            "rewards": reward.tolist(),
+        }
 
     def train(self) -> Path:
+        cfg, main = self.cfg, self.rank == 0
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "grpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
-        with (self.out / LOG_NAME).open("a") as logf:
-            while self.step < self.cfg.steps:
-                rec = self.train_step()
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
-                self.log(
-                    f"step {rec['step']}: reward {rec['reward_mean']:.4f} ± {rec['reward_std']:.4f}, "
-                    f"kl {rec['kl']:.2e}, clip {rec['clip_fraction']:.2f}, {rec['seconds']:.1f} s"
-                )
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
-                    save_state(self.out, self.policy, self.opt, self.step, self.cfg)
+        if main:
+            (self.out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        logs = _Logs(self.out) if main else None
+
+        def evaluate() -> None:
+            ev = self.evaluate()
+            if logs:
+                logs.write(EVAL_LOG_NAME, ev)
+            self.log(f"eval at step {ev['step']}: reward {ev['reward_mean']:.4f}")
+
+        while self.step < cfg.steps:  # evaluations: before steps 0, k, 2k, ... and after the last
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                evaluate()
+            rec = self.train_step()
+            if logs:
+                logs.write(LOG_NAME, rec)
+            self.log(
+                f"step {rec['step']}: reward {rec['reward_mean']:.4f} ± {rec['reward_std']:.4f}, "
+                f"kl {rec['kl']:.2e}, clip {rec['clip_fraction']:.2f}, {rec['seconds']:.1f} s"
+            )
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                if main:
+                    save_state(self.out, self.policy, self.opt, self.step, cfg)
+                _barrier(self.world)
+        if cfg.eval_every:
+            evaluate()
         self.policy.eval()
-        return self.system.save(self.out / "final")
+        final = self.out / "final"
+        if main:
+            self.system.save(final)
+        _barrier(self.world)
+        return final
+
+
+class _Logs:
+    """Append-only JSONL logs of the main process, flushed per record."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def write(self, name: str, record: dict) -> None:
+        with (self.out / name).open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when run under torchrun with more than one process."""
+    rank, world = dist_env()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return rank, world
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _all_gather(obj: object, world: int) -> list:
+    if world == 1:
+        return [obj]
+    out: list = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _add_grads(model: torch.nn.Module, earlier: list[torch.Tensor | None]) -> None:
+    """Add the gradients of earlier micro-batches to this one's: each micro-batch's gradient is
+    summed on its own first, as on a process of its own, so the total is the same with one process
+    or two (floating-point addition is not associative)."""
+    for p, g in zip(model.parameters(), earlier):
+        if g is not None:
+            p.grad = g if p.grad is None else g + p.grad
+
+
+def _all_reduce_grads(model: torch.nn.Module, world: int) -> None:
+    """Sum the gradients over processes (one flat buffer, one collective)."""
+    if world == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads):
+        p.grad = flat[offset : offset + g.numel()].view_as(g)
+        offset += g.numel()
+
+
+def reward_gain(run: str | Path) -> PairedDifference:
+    """The evaluation reward of the last evaluation minus the first (before training), paired over
+    the evaluation prompts (each prompt's clips averaged), with a bootstrap CI and permutation p."""
+    records = [json.loads(line) for line in (Path(run) / EVAL_LOG_NAME).read_text().splitlines()]
+    if len(records) < 2:
+        raise ValueError(f"{run}: fewer than two evaluations in {EVAL_LOG_NAME}")
+    first, last = (min(records, key=lambda r: r["step"]), max(records, key=lambda r: r["step"]))
+
+    def means(rec: dict) -> pd.Series:
+        return per_prompt_means(pd.Series(rec["rewards"]), pd.Series(rec["prompt_ids"]))
+
+    return paired_difference(means(last), means(first))

@@ -17,6 +17,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 LOG_NAME = "train_log.jsonl"
+EVAL_LOG_NAME = "eval_log.jsonl"
+LOGS = (LOG_NAME, EVAL_LOG_NAME)
+"""Step-keyed JSONL logs of a run: cut back to the checkpoint's step on resume."""
 
 
 def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, config: Any) -> None:
@@ -33,9 +36,12 @@ def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, st
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Restore the last complete checkpoint (if any) and cut the log back to it; returns the step to
-    go on from (0 with no checkpoint: the log is then started afresh)."""
+def load_state(
+    out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, *, trim_logs: bool = True
+) -> int:
+    """Restore the last complete checkpoint (if any) and cut the logs back to it; returns the step to
+    go on from (0 with no checkpoint: the logs are then started afresh). Only the process that
+    writes the logs trims them (``trim_logs``)."""
     ckpt = next(
         (c for c in (out / "checkpoint", out / "checkpoint.old") if (c / "state.json").is_file()), None
     )
@@ -44,8 +50,11 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) ->
         step = int(json.loads((ckpt / "state.json").read_text())["step"])
         model.load_state_dict(load_file(str(ckpt / "network.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    log = out / LOG_NAME
-    if log.is_file():  # lines written after the checkpoint (a crash between the two) are redone
-        lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] < step]
-        log.write_text("".join(ln + "\n" for ln in lines))
+    for name in (
+        LOGS if trim_logs else ()
+    ):  # records of step >= the checkpoint's (written after it) are redone
+        log = out / name
+        if log.is_file():
+            lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] < step]
+            log.write_text("".join(ln + "\n" for ln in lines))
     return step

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from resonate_train.grpo import GRPOConfig, GRPOTrainer
+from resonate_train.grpo import GRPOConfig, GRPOTrainer, reward_gain
 from resonate_train.model import fluxaudio_mini
 from resonate_train.model.codec import MelCodec
 from resonate_train.model.text import ClapMiniTextEncoder
 from resonate_train.system import ResonateSystem, SamplingDefaults
+from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,8 @@ def _cfg(base, **kw) -> GRPOConfig:
     )
 
 
-def _log(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+def _log(run, name: str = LOG_NAME) -> list[dict]:
+    return [json.loads(line) for line in (run / name).read_text().splitlines()]
 
 
 def test_grpo_logs_flow_grpo_metrics_and_resumes_exactly(base, tmp_path):
@@ -71,12 +76,35 @@ def test_grpo_logs_flow_grpo_metrics_and_resumes_exactly(base, tmp_path):
     for a, b in zip(full, again):
         for key in ("loss", "policy_loss", "kl", "reward_mean", "grad_norm"):
             assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    evals, evals_again = _log(straight, EVAL_LOG_NAME), _log(resumed, EVAL_LOG_NAME)
+    assert [e["step"] for e in evals] == [e["step"] for e in evals_again] == [0, 3]  # before and after
+    for a, b in zip(evals, evals_again):
+        assert a["rewards"] == pytest.approx(b["rewards"], abs=1e-6)
     final = ResonateSystem.load(straight / "final")
     changed = any(
         not torch.equal(p, q)
         for p, q in zip(final.network.parameters(), ResonateSystem.load(base).network.parameters())
     )
     assert changed
+
+
+def test_reward_gain_pairs_the_first_and_last_evaluation_over_prompts(base, tmp_path):
+    run = tmp_path / "run"
+    GRPOTrainer(
+        _cfg(base, steps=2, eval_every=1, eval_prompts=5, eval_samples=2), run, log=lambda _: None
+    ).train()
+    evals = _log(run, EVAL_LOG_NAME)
+    assert [e["step"] for e in evals] == [0, 1, 2]
+    assert len(evals[0]["rewards"]) == 10 and len(set(evals[0]["prompt_ids"])) == 5
+    gain = reward_gain(run)
+    assert gain.n == 5
+    # two clips per prompt each time: the paired mean is the difference of the overall means
+    assert gain.mean == pytest.approx(evals[-1]["reward_mean"] - evals[0]["reward_mean"], abs=1e-6)
+    assert gain.low <= gain.mean <= gain.high
+    # the evaluation set and its noise do not depend on the run's seed: before training, same rewards
+    other = tmp_path / "other"
+    GRPOTrainer(_cfg(base, steps=1, seed=5, eval_every=1, eval_prompts=5), other, log=lambda _: None).train()
+    assert _log(other, EVAL_LOG_NAME)[0]["rewards"] == pytest.approx(evals[0]["rewards"], abs=1e-9)
 
 
 def test_failed_rewards_are_masked_not_zero(base, tmp_path, monkeypatch):
@@ -152,3 +180,53 @@ def test_trainer_configs_read_toml_with_flag_overrides_and_name_unknown_keys(tmp
     f.write_text("stepz = 7\n")
     with pytest.raises(ValueError, match=r"unknown key.*stepz"):
         PretrainConfig.from_toml(f)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
+    """Data parallel GRPO: each process samples half of every rollout batch, rewards are gathered
+    for the group statistics, gradients summed: the same records and weights as one process
+    sampling the same micro-batches (equal shapes give equal floating-point results)."""
+    config = tmp_path / "grpo.toml"
+    config.write_text(
+        f'base = "{base.as_posix()}"\nrewards = ["clap:mini@1.0", "signal#peak@0.1"]\n'
+        "steps = 2\nprompts_per_step = 2\ngroup_size = 4\nrollout_batches = 2\nrollout_steps = 3\n"
+        "eval_every = 1\neval_prompts = 3\neval_samples = 2\nmicro_batch = 2\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    args = ["-m", "resonate_train", "grpo", "--config", str(config), "--out"]
+    single = subprocess.run(
+        [sys.executable, *args, str(tmp_path / "single")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    both = subprocess.run(
+        [*torchrun, *args, str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert both.returncode == 0, both.stderr[-3000:]
+
+    one, two = _log(tmp_path / "single"), _log(tmp_path / "ddp")
+    assert [r["step"] for r in two] == [0, 1]
+    for a, b in zip(one, two):
+        for key in (
+            "reward_mean",
+            "reward_std",
+            "zero_std_fraction",
+            "reward/clap#clap",
+            "reward/signal#peak",
+        ):
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+        for key in ("loss", "policy_loss", "kl", "approx_kl", "grad_norm", "clip_fraction"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    for a, b in zip(_log(tmp_path / "single", EVAL_LOG_NAME), _log(tmp_path / "ddp", EVAL_LOG_NAME)):
+        assert a["prompt_ids"] == b["prompt_ids"]
+        assert a["rewards"] == pytest.approx(b["rewards"], abs=1e-6)
+    w1 = ResonateSystem.load(tmp_path / "single" / "final").network.state_dict()
+    w2 = ResonateSystem.load(tmp_path / "ddp" / "final").network.state_dict()
+    assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
+    assert "evaluation reward gain" in single.stdout and "evaluation reward gain" in both.stdout
