@@ -78,6 +78,11 @@ def test_best_is_marked_only_when_its_ci_clears_the_rest(tmp_path):
         by = leaderboard(store, by="event_count")
     assert board["best"].to_dict() == {"high": True, "low": False, "mid": False}
     assert "**0.8" in leaderboard_markdown(board.reset_index())
+    values["high"][::2] = np.nan  # 'high' failed on half the prompts: its mean is over other prompts
+    with _store_with(tmp_path / "partial", values) as store:
+        board = leaderboard(store).set_index("system")
+    assert board.loc["high", "n"] == 25 and board.loc["high", "n_failed"] == 25
+    assert not board["best"].any()
     assert set(by["group"]) == {"1", "2", "3"} and by.groupby("group")["n"].sum().sum() == 150
 
 

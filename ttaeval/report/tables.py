@@ -101,7 +101,9 @@ def leaderboard(
     ``n_failed`` counts clips with no value for the metric (unreadable files included): they are
     left out of the mean, never counted as 0; values that do not apply (``n/a``) are not failures.
     ``best`` marks, per (group, metric) with a direction, the best system only when its CI lies
-    wholly beyond every other system's CI.
+    wholly beyond every other system's CI and every system has values on the same number of prompts
+    (means over different prompt sets are not comparable: a system that failed on hard prompts
+    would look better).
 
     With ``reference`` (a system of the run), set metrics are added for every scorer that stores
     clip embeddings: ``LABEL/FAD``, ``LABEL/FAD-inf`` and ``LABEL/KAD`` of each other system's clips
@@ -211,12 +213,15 @@ def _set_metric_rows(store: RunStore, table: pd.DataFrame, reference: str) -> li
 
 
 def _separated_best(board: pd.DataFrame) -> pd.Series:
-    """True where a system is best in its (group, metric) and its CI clears every other system's."""
+    """True where a system is best in its (group, metric), its CI clears every other system's, and
+    all of them were scored on as many prompts."""
     best = pd.Series(False, index=board.index)
     for _, part in board.groupby(["group", "metric"], sort=False):
         hib = part["higher_is_better"].iloc[0]
         part = part[np.isfinite(part["mean"].astype(float))]
         if hib is None or len(part) < 2 or part[["ci_low", "ci_high"]].isna().any().any():
+            continue
+        if part["n"].nunique() > 1:
             continue
         top = part["mean"].idxmax() if hib else part["mean"].idxmin()
         others = part.drop(index=top)
@@ -353,8 +358,9 @@ def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None
         lines.append("")
     lines.append(
         f"Mean over prompts with a {int(level * 100)}% percentile-bootstrap CI; **bold**: best, with a CI "
-        "clear of every other system's. 'failed': the most clips any metric could not score (left out, "
-        "never counted as 0). FAD/FAD-inf/KAD: against the reference system's clips, n = clips."
+        "clear of every other system's, all on as many prompts. 'failed': the most clips any metric could "
+        "not score (left out, never counted as 0). FAD/FAD-inf/KAD: against the reference system's clips, "
+        "n = clips."
     )
     if paired is not None and not paired.empty:
         lines += ["", paired_markdown(paired, level)]
