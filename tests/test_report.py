@@ -207,6 +207,11 @@ def test_a_prompt_holding_markup_renders_as_text(tmp_path):
     run(RunConfig(out=out, systems={"s": "synth,answer=random"}, suite=str(suite), scorers=["signal"]))
     files = write_report(out, tmp_path / "rep")
     assert "<script>alert" not in files.html.read_text()
+    markdown = files.markdown.read_text()
+    assert "<script>" not in markdown and "<img" not in markdown  # Markdown viewers render raw HTML
+    assert (
+        "&lt;script&gt;alert('x')&lt;/script&gt; a dog barks" in markdown and "a bell \\| rings" in markdown
+    )
     info = _open_in_chromium(files.html)
     assert info["errors"] == [] and info["scripts"] == 0
     assert "<script>alert('x')</script> a dog barks" in info["text"]

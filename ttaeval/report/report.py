@@ -189,8 +189,11 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table whose cells are text: markup in a prompt is escaped (Markdown renders raw
+    HTML), ``|`` cannot split a cell, a newline cannot end a row."""
+
     def cell(x: str) -> str:
-        return str(x).replace("|", "\\|").replace("\n", " ")
+        return escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
