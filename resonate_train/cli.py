@@ -98,6 +98,21 @@ def dpo(
     typer.echo(f"final weights: {DPOTrainer(cfg, out, log=typer.echo).train()}")
 
 
+@app.command()
+def compare(
+    config: Annotated[Path, typer.Option("--config", help="TOML with CompareConfig's fields.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (overrides the config's).")] = None,
+) -> None:
+    """Evaluate fine-tunes with ttaeval and write the report with the claims under test."""
+    import sys
+
+    from resonate_train.compare import CompareConfig, compare
+
+    cfg = CompareConfig.from_toml(config, out=str(out) if out else None)
+    folder = compare(cfg, command=" ".join(["resonate-train", *sys.argv[1:]]))
+    typer.echo(f"report: {folder / 'report.md'} and {folder / 'report.html'}")
+
+
 @app.callback()
 def _root() -> None:
     """Train flow-matching text-to-audio models."""

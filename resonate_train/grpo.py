@@ -50,6 +50,9 @@ class GRPOConfig:
     """Reward specs ``SCORER[#METRIC][@WEIGHT]`` (paper: the LALM judge's yes-probability)."""
     prompts: str = "synth:train"
     """Training prompts (any ttaeval prompt source)."""
+    prompt_limit: int = 0
+    """Train on the source's first N prompts only (0: all of them): a small set whose prompts recur,
+    for short runs whose training reward can move within minutes."""
     steps: int = 40
     """Training steps (each: one rollout of every group, then one optimiser step per rollout batch)."""
     prompts_per_step: int = 4
@@ -133,7 +136,7 @@ class GRPOTrainer:
         self.system = ResonateSystem.load(cfg.base)
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
-        self.prompts = load_prompts(cfg.prompts)
+        self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
         self.rewards = Rewards(cfg.rewards)
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

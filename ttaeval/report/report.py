@@ -36,6 +36,17 @@ BREAKDOWNS = ("dimension", "event_count", "event_relation")
 
 
 @dataclass(frozen=True)
+class Section:
+    """A section a caller puts at the top of a report (a study's findings, say): Markdown and the
+    same content as HTML; ``figures`` are PNGs it refers to, added to the report's figures."""
+
+    title: str
+    markdown: str
+    html: str
+    figures: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
 class ReportFiles:
     markdown: Path
     html: Path
@@ -70,8 +81,11 @@ def write_report(
     reference: str | None = None,
     seed: int = 0,
     title: str | None = None,
+    sections: tuple[Section, ...] = (),
 ) -> ReportFiles:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` for a run into ``out``.
+
+    ``sections`` come first, before the manifest (their figures should live in ``out/figures``).
 
     ``reference`` defaults to the reference system named in the run's config; ``baseline`` to none
     (no paired tests).
@@ -98,10 +112,13 @@ def write_report(
         }
         tta = tta_bench_table(store)
         doc = _Doc()
+        for section in sections:
+            doc.heading(section.title)
+            doc.block(section.markdown, section.html)
         _manifest(doc, store, runs, config)
         doc.heading("Leaderboard")
         doc.block(leaderboard_markdown(board, paired), html.leaderboard_html(board, paired))
-        figures = []
+        figures = [f for section in sections for f in section.figures]
         scored = [m for m, d in directions.items() if d is not None and m in table.columns]
         if scored:
             figures.append(_bars(board, scored, fig_dir / "bars.png"))
@@ -116,7 +133,7 @@ def write_report(
             wide = special.pivot_table(
                 index=["section", "group", "metric"], columns="system", values="value", aggfunc="first"
             ).reset_index()
-            doc.block(_frame_markdown(wide), html.frame_table(wide))
+            doc.block(frame_markdown(wide), html.frame_table(wide))
             doc.para(
                 "robustness: mean ratio of a perturbed prompt's score to its source prompt's "
                 "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) "
@@ -200,7 +217,8 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frame_markdown(frame: pd.DataFrame) -> str:
+def frame_markdown(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (floats formatted like the leaderboard's, markup escaped)."""
     rows = [[fmt(v) if isinstance(v, float) else str(v) for v in r] for r in frame.itertuples(index=False)]
     return _md_table([str(c) for c in frame.columns], rows)
 

@@ -1,0 +1,236 @@
+"""A study of fine-tunes, end to end: evaluate the systems with ``ttaeval run``, then write the
+ttaeval report with two sections on top — the claims under test, each with its paired difference,
+CI and verdict, and the training curves — so no sentence in the report lacks its number.
+
+    resonate-train compare --config resonate_train/configs/compare_mini.toml
+
+The run folder is resumable (``ttaeval run``'s store): re-running the command re-scores nothing
+and rewrites the report from the stored numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from resonate_train.config_file import config_from_toml
+from resonate_train.training_state import LOG_NAME
+
+VERDICTS = {"better": "supported", "worse": "contradicted", "no difference": "not shown"}
+"""How a paired verdict (system vs baseline, in the metric's direction) reads for a claim."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A sentence the study tests: ``system`` beats ``baseline`` on ``metric`` (a leaderboard
+    column such as ``clap:mini-heldout/clap``), read from the paired difference over prompts."""
+
+    text: str
+    system: str
+    baseline: str
+    metric: str
+
+
+@dataclass
+class CompareConfig:
+    """What to evaluate and which claims to test; every path is relative to the working directory."""
+
+    out: str = "reports/resonate_mini"
+    """Report folder (report.md, report.html, figures/)."""
+    run_dir: str = "runs/compare_mini"
+    """The ttaeval run folder (resumable)."""
+    title: str = "Fine-tuning resonate-mini: offline DPO vs online GRPO, CLAP vs judge rewards"
+    """The report's title."""
+    suite: str = "synth:all"
+    """Evaluation prompts."""
+    systems: dict[str, str] = field(default_factory=dict)
+    """System name -> generator spec (``resonate:CKPT``, ``synth``, ...)."""
+    baseline: str = "base"
+    """The system every other is compared with (paired over prompts)."""
+    reference: str | None = "reference"
+    """The system whose clips FAD/KAD are computed against."""
+    scorers: list[str] = field(default_factory=list)
+    """Scorer specs."""
+    samples_per_prompt: int = 1
+    """Clips per prompt and system."""
+    seed: int = 0
+    """Run seed (each clip's noise)."""
+    batch_size: int = 32
+    """Clips per generation/scoring batch."""
+    limit: int | None = None
+    """Only the suite's first N prompts (quick looks and tests)."""
+    training: dict[str, str] = field(default_factory=dict)
+    """System name -> its training run folder (``train_log.jsonl``), for the training curves."""
+    trained_on: dict[str, list[str]] = field(default_factory=dict)
+    """System name -> the leaderboard columns it was trained on (marked as training rewards)."""
+    claims: list[Claim] = field(default_factory=list)
+    """The claims under test."""
+
+    def __post_init__(self) -> None:
+        self.claims = [c if isinstance(c, Claim) else Claim(**c) for c in self.claims]
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: object) -> CompareConfig:
+        return config_from_toml(cls, path, **overrides)
+
+
+def compare(cfg: CompareConfig, command: str | None = None) -> Path:
+    """Run (or resume) the evaluation, then write the report; returns the report folder.
+    ``command`` is recorded in the run's manifest."""
+    from ttaeval.report.report import write_report
+    from ttaeval.runner import RunConfig, run
+    from ttaeval.store import RunStore
+
+    run(
+        RunConfig(
+            out=Path(cfg.run_dir),
+            systems=dict(cfg.systems),
+            suite=cfg.suite,
+            scorers=list(cfg.scorers),
+            reference=cfg.reference,
+            samples_per_prompt=cfg.samples_per_prompt,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            limit=cfg.limit,
+        ),
+        command=command,
+    )
+    out = Path(cfg.out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with RunStore(cfg.run_dir) as store:
+        claims = claims_table(store, cfg)
+        hacking = reward_hacking_table(store, cfg)
+    sections = [_claims_section(claims, hacking, cfg)]
+    curves = training_curves(cfg.training, out / "figures" / "training.png")
+    if curves is not None:
+        sections.append(_training_section(cfg, curves))
+    write_report(cfg.run_dir, out, baseline=cfg.baseline, reference=cfg.reference, title=cfg.title,
+                 sections=tuple(sections))  # fmt: skip
+    return out
+
+
+def claims_table(store, cfg: CompareConfig) -> pd.DataFrame:
+    """One row per claim: the paired difference (system − baseline) with its CI, p, n and what
+    the verdict means for the claim (supported / contradicted / not shown)."""
+    from ttaeval.report.tables import paired_table
+
+    rows = []
+    tables: dict[str, pd.DataFrame] = {}
+    for claim in cfg.claims:
+        if claim.baseline not in tables:
+            tables[claim.baseline] = paired_table(store, claim.baseline)
+        match = tables[claim.baseline]
+        match = match[(match["system"] == claim.system) & (match["metric"] == claim.metric)]
+        if match.empty:
+            raise ValueError(f"claim {claim.text!r}: no paired result for {claim.system} on {claim.metric}")
+        r = match.iloc[0]
+        rows.append(
+            {
+                "claim": claim.text,
+                "comparison": f"{claim.system} − {claim.baseline}",
+                "metric": _mark(claim.metric, claim.system, cfg),
+                "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                "p": float(r["p_value"]),
+                "n": int(r["n"]),
+                "verdict": VERDICTS.get(r["verdict"], r["verdict"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def reward_hacking_table(store, cfg: CompareConfig) -> pd.DataFrame:
+    """Each fine-tune against the baseline on every metric with a direction, the metrics it was
+    trained on marked: training reward up while a held-out metric goes down is reward hacking."""
+    from ttaeval.report.tables import paired_table
+
+    paired = paired_table(store, cfg.baseline)
+    paired = paired[paired["system"].isin(cfg.trained_on) & paired["higher_is_better"].notna()]
+    rows = []
+    for system, part in paired.groupby("system", sort=True):
+        trained = set(cfg.trained_on[system])
+        up = part[part["metric"].isin(trained) & (part["verdict"] == "better")]
+        down = part[~part["metric"].isin(trained) & (part["verdict"] == "worse")]
+        rows.append(
+            {
+                "system": system,
+                "training reward(s)": ", ".join(sorted(trained)),
+                "trained metric better": ", ".join(up["metric"]) or "none",
+                "held-out metrics worse": ", ".join(down["metric"]) or "none",
+                "reward hacking": "yes" if len(up) and len(down) else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def training_curves(runs: dict[str, str], path: Path) -> Path | None:
+    """Reward (GRPO: the step's mean, and the fixed evaluation set's) and KL over steps; DPO: its
+    loss and implicit accuracy. One line per system; None when there is no log to draw."""
+    logs = {}
+    for name, folder in runs.items():
+        log = Path(folder) / LOG_NAME
+        if log.is_file():
+            logs[name] = pd.DataFrame([json.loads(x) for x in log.read_text().splitlines()])
+    if not logs:
+        return None
+    panels = [
+        ("reward_mean", "training reward (step mean)"),
+        ("kl", "KL to the base model"),
+        ("dpo_loss", "DPO loss"),
+        ("implicit_accuracy", "DPO implicit accuracy"),
+    ]
+    panels = [(k, t) for k, t in panels if any(k in f for f in logs.values())]
+    fig = Figure(figsize=(4.2 * len(panels), 3.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels):
+        for name, frame in logs.items():
+            if key in frame:
+                smooth = frame[key].rolling(5, min_periods=1).mean()
+                ax.plot(frame["step"], smooth, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _mark(metric: str, system: str, cfg: CompareConfig) -> str:
+    return f"{metric} (training reward)" if metric in cfg.trained_on.get(system, ()) else metric
+
+
+def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig):
+    from ttaeval.report import html
+    from ttaeval.report.report import Section, frame_markdown
+
+    note = (
+        "Each claim is read from the paired difference over prompts (system − baseline, per-prompt "
+        "means, 95% percentile-bootstrap CI, sign-flip permutation p): supported when p < 0.05 in the "
+        "metric's direction, contradicted when p < 0.05 against it, not shown otherwise. Metrics marked "
+        "'training reward' are what that system was optimised for; the others are held out."
+    )
+    md = "\n".join([note, "", frame_markdown(claims), "Reward hacking check against "
+                    f"`{cfg.baseline}`:", "", frame_markdown(hacking)])  # fmt: skip
+    body = (
+        f"<p>{escape(note)}</p>{html.frame_table(claims)}"
+        f"<p>Reward hacking check against <code>{escape(cfg.baseline)}</code>:</p>"
+        f"{html.frame_table(hacking)}"
+    )
+    return Section("Claims under test", md, body)
+
+
+def _training_section(cfg: CompareConfig, curves: Path):
+    from ttaeval.report import html
+    from ttaeval.report.report import Section
+
+    runs = ", ".join(f"{k}: `{v}`" for k, v in cfg.training.items())
+    md = f"Training logs ({runs}); lines are 5-step running means.\n\n![training](figures/{curves.name})"
+    body = (
+        f"<p>Training logs ({escape(runs)}); lines are 5-step running means.</p>"
+        f"{html.image(curves, 'training curves')}"
+    )
+    return Section("Training curves", md, body, (curves,))

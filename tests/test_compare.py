@@ -1,0 +1,74 @@
+"""resonate-train compare: a study's evaluation, its claims with their paired numbers, training curves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from resonate_train.compare import CompareConfig, compare
+from ttaeval.report.tables import paired_table
+from ttaeval.store import RunStore
+
+
+def _config(tmp_path, **kw) -> CompareConfig:
+    logs = tmp_path / "tuned_run"
+    logs.mkdir(exist_ok=True)
+    (logs / "train_log.jsonl").write_text(
+        "".join(
+            json.dumps({"step": s, "reward_mean": 0.4 + 0.01 * s, "kl": 1e-3 * s}) + "\n" for s in range(8)
+        )
+    )
+    base = {
+        "out": str(tmp_path / "report"),
+        "run_dir": str(tmp_path / "run"),
+        "suite": "synth:accuracy",
+        "limit": 16,
+        "systems": {
+            "base": "synth,degrade=noise,strength=3",
+            "tuned": "synth",
+            "reference": "synth,seed_offset=1",
+        },
+        "scorers": ["clap:mini", "signal"],
+        "training": {"tuned": str(logs)},
+        "trained_on": {"tuned": ["clap/clap"]},
+        "claims": [
+            {
+                "text": "tuning raises the CLAP score",
+                "system": "tuned",
+                "baseline": "base",
+                "metric": "clap/clap",
+            },
+            {
+                "text": "the base is louder",
+                "system": "base",
+                "baseline": "tuned",
+                "metric": "signal/silence_ratio",
+            },
+        ],
+    }
+    return CompareConfig(**{**base, **kw})
+
+
+def test_compare_reports_each_claim_with_its_paired_difference(tmp_path):
+    cfg = _config(tmp_path)
+    out = compare(cfg)
+    md = (out / "report.md").read_text()
+    assert md.index("## Claims under test") < md.index("## Manifest")  # findings first
+    with RunStore(cfg.run_dir) as store:
+        row = paired_table(store, "base").set_index(["system", "metric"]).loc[("tuned", "clap/clap")]
+    assert row["verdict"] == "better"  # clean audio beats 10 dB-SNR noise on CLAP
+    line = next(x for x in md.splitlines() if "tuning raises the CLAP score" in x)
+    assert f"{row['diff']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]" in line
+    assert "clap/clap (training reward)" in line and "supported" in line
+    assert "| tuned | clap/clap |" in md  # the reward-hacking check lists what it was trained on
+    assert (out / "figures" / "training.png").stat().st_size > 1000
+    assert "Training curves" in (out / "report.html").read_text()
+
+
+def test_a_claim_without_a_result_is_an_error_naming_it(tmp_path):
+    cfg = _config(
+        tmp_path, claims=[{"text": "x", "system": "tuned", "baseline": "base", "metric": "nope/nope"}]
+    )
+    with pytest.raises(ValueError, match="claim 'x': no paired result for tuned on nope/nope"):
+        compare(cfg)
