@@ -1,15 +1,18 @@
 """Online GRPO for flow matching (Flow-GRPO on 1-D audio latents), rewards from ttaeval scorers.
 
 One step: draw ``prompts_per_step`` prompts, roll out ``group_size`` clips each with the SDE sampler
-(recording every step's sample and log-prob), decode and score them (in a background thread while
-the next rollout batch is sampled), turn rewards into group-relative advantages, then for every
-denoising step recompute the log-prob under the current weights and take the PPO-clipped loss plus
-beta times the KL to the frozen reference (the starting checkpoint). One optimiser step per rollout batch.
+(recording every step's sample and log-prob), decode and score them (each micro-batch in a
+background thread while the next is sampled), turn rewards into group-relative advantages, then for
+every denoising step recompute the log-prob under the current weights and take the PPO-clipped loss
+plus beta times the KL to the frozen reference (the starting checkpoint). One optimiser step per
+rollout batch. A fixed evaluation set is scored every ``eval_every`` steps (``eval_log.jsonl``).
 
-Everything random is seeded from (seed, step), so a run resumed from its checkpoint continues
-exactly as the uninterrupted run would.
+Everything random is seeded from (seed, step, clip), so a run resumed from its checkpoint continues
+exactly as the uninterrupted run would, and N processes under torchrun make the single process's
+update.
 
     resonate-train grpo --base ckpt/resonate-mini --reward clap:mini@1.0 --out runs/grpo-clap
+    torchrun --nproc-per-node 2 -m resonate_train grpo --config grpo.toml --out runs/grpo-clap
 """
 
 from __future__ import annotations

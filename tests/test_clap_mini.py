@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
-from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, load_clap_mini
+from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, load_clap_mini
 from ttaeval.synth.scenes import Scene, render
 from ttaeval.synth.suites import PERTURBATIONS, accuracy_suite, reference_scenes
 from ttaeval.synth.train_clap import TrainConfig, evaluate, train
@@ -71,6 +71,22 @@ def test_scorer_scores_matched_above_mismatched_and_keeps_embeddings():
     assert first.values["clap"] == pytest.approx(matched[0], abs=1e-5)  # batch or alone: same number
     emb = first.artefacts["audio_embedding"]
     assert emb.shape == (128,) and np.linalg.norm(emb) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_held_out_clap_is_another_model_that_also_works():
+    """clap:mini-heldout (another seed and architecture) judges fine-tunes trained on clap:mini."""
+    heldout = load_clap_mini(HELDOUT_CHECKPOINT)
+    assert HELDOUT_CHECKPOINT.stat().st_size < 8_000_000
+    assert heldout.cfg != load_clap_mini().cfg
+    metrics = evaluate(heldout)
+    assert metrics["gen_R@5"] >= 0.9 and metrics["acc_matched_above_shuffled"] >= 0.95
+    prompts = accuracy_suite()[:16]
+    clips = [Clip(render(Scene.from_dict(p.attributes["scene"])), 16_000, p) for p in prompts]
+    a, b = get_scorer("clap:mini"), get_scorer("clap:mini-heldout")
+    assert a.id != b.id and b.label == "clap:mini-heldout"
+    sa = np.array([r.values["clap"] for r in a.score(clips)])
+    sb = np.array([r.values["clap"] for r in b.score(clips)])
+    assert not np.allclose(sa, sb, atol=1e-3)
 
 
 def test_long_and_short_audio_are_windowed_deterministically():

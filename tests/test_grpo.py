@@ -230,3 +230,18 @@ def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
     w2 = ResonateSystem.load(tmp_path / "ddp" / "final").network.state_dict()
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
     assert "evaluation reward gain" in single.stdout and "evaluation reward gain" in both.stdout
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[1] / "resonate_train" / "configs").glob("*.toml"))
+)
+def test_shipped_recipes_parse_and_name_real_rewards(path):
+    from resonate_train.dpo import DPOConfig
+    from resonate_train.rewards import RewardTerm
+    from resonate_train.system import RESONATE_MINI
+
+    cfg = (DPOConfig if path.name.startswith("dpo") else GRPOConfig).from_toml(path)
+    assert (Path(__file__).parents[1] / cfg.base).resolve() == RESONATE_MINI.resolve()
+    for spec in cfg.rewards if isinstance(cfg, GRPOConfig) else [cfg.reward]:
+        RewardTerm.parse(spec)  # the scorer exists and has the metric
+    assert f"--config resonate_train/configs/{path.name}" in path.read_text()  # the command is documented

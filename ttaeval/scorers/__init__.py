@@ -100,6 +100,9 @@ def get_scorer(spec: str | ScorerSpec, **overrides: Any) -> Scorer:
 
 register_scorer("signal", "builtin", "ttaeval.scorers.signal:SignalScorer")
 register_scorer("clap", "mini", "ttaeval.scorers.clap_mini:ClapMiniScorer", requires=("torch",))
+register_scorer(
+    "clap", "mini-heldout", "ttaeval.scorers.clap_mini:HeldoutClapMiniScorer", requires=("torch",)
+)
 register_scorer("clap", "hf", "ttaeval.scorers.clap_hf:HFClapScorer", requires=("torch", "transformers"))
 register_scorer(
     "clap", "laion", "ttaeval.scorers.clap_laion:LaionClapScorer", extra="laion", requires=("laion_clap",)

@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ttaeval.scorers.clap_common import ClapScorer, weights_digest
-from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, ClapMini, load_clap_mini
+from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, ClapMini, load_clap_mini
 
 
 @dataclass
@@ -30,8 +31,10 @@ class ClapMiniScorer(ClapScorer):
     """Clips per forward pass (no effect on the numbers beyond float rounding)."""
     model: ClapMini = field(init=False, repr=False)
 
+    default_checkpoint: ClassVar[Path] = DEFAULT_CHECKPOINT
+
     def __post_init__(self) -> None:
-        path = Path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+        path = Path(self.checkpoint) if self.checkpoint else self.default_checkpoint
         self.model = load_clap_mini(path)
         self._digest = weights_digest(path)
 
@@ -45,3 +48,14 @@ class ClapMiniScorer(ClapScorer):
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             return self.model.embed_text(texts).numpy()
+
+
+@dataclass
+class HeldoutClapMiniScorer(ClapMiniScorer):
+    """``clap:mini-heldout``: a second clap-mini, trained with another seed and architecture
+    (``ttaeval.synth.train_clap``'s docstring has the command), so a model fine-tuned on clap-mini
+    rewards is also judged by a CLAP it never saw, as Resonate evaluates with msclap after training
+    on LAION-CLAP."""
+
+    backend = "mini-heldout"
+    default_checkpoint: ClassVar[Path] = HELDOUT_CHECKPOINT

@@ -27,6 +27,8 @@ from ttaeval.embedders import Embedder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "clap_mini.safetensors"
+HELDOUT_CHECKPOINT = WEIGHTS_DIR / "clap_mini_heldout.safetensors"
+"""A second clap-mini (another seed and architecture) for judging models trained on clap-mini rewards."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,12 @@
 
     python -m ttaeval.synth.train_clap --out ttaeval/synth/weights/clap_mini.safetensors
 
+The held-out clap-mini (``clap:mini-heldout``: another seed, another architecture, for judging
+models fine-tuned on clap-mini rewards, as Resonate trains on LAION-CLAP and evaluates with msclap):
+
+    python -m ttaeval.synth.train_clap --seed 115 --n-mels 48 --width 96 --audio-layers 3 \
+        --out ttaeval/synth/weights/clap_mini_heldout.safetensors
+
 Steps: build a BPE tokenizer from the world's training captions; render training scenes (never a
 held-out combination); train both towers with the symmetric InfoNCE loss, drawing a fresh caption
 (random template and paraphrase, and with probability ``perturb_prob`` one of TTA-Bench's surface
@@ -62,6 +68,14 @@ class TrainConfig:
     """Seed of scenes, captions, initialisation and batches."""
     vocab_size: int = 1000
     """BPE vocabulary size (special tokens included)."""
+    n_mels: int = 64
+    """Mel bands of the audio front end."""
+    width: int = 128
+    """Transformer width of both towers."""
+    audio_layers: int = 2
+    """Audio transformer layers."""
+    text_layers: int = 2
+    """Text transformer layers."""
     workers: int = 2
     """Processes rendering scenes."""
 
@@ -115,7 +129,14 @@ def train(cfg: TrainConfig, log=print) -> tuple[ClapMini, list[float]]:
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
-    model = ClapMini(ClapMiniConfig(vocab_size=tokenizer.get_vocab_size()), tokenizer)
+    arch = ClapMiniConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        n_mels=cfg.n_mels,
+        width=cfg.width,
+        audio_layers=cfg.audio_layers,
+        text_layers=cfg.text_layers,
+    )
+    model = ClapMini(arch, tokenizer)
     scenes = [random_scene(rng) for _ in range(cfg.scenes)]
     audio = render_scenes(scenes, cfg.workers)
     mels = _features(model, audio)
