@@ -82,8 +82,9 @@ class GRPOConfig:
     """Advantage clip (paper: 5)."""
     global_std: bool = True
     """Advantages: per-prompt mean, std over the whole step (paper) rather than per group."""
-    lr: float = 3e-4
-    """AdamW learning rate (paper: 1e-4)."""
+    lr: float = 1e-4
+    """AdamW learning rate (paper: 1e-4; on the mini model 2e-4 and 3e-4 raised the reward less
+    steadily or lowered it)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
