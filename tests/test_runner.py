@@ -415,3 +415,31 @@ def test_shards_left_by_a_dead_sharded_run_are_merged_by_the_next_run(tmp_path):
     assert again.skipped == again.planned and again.generated == 0 and again.scoring.computed == 0
     assert not (crashed / "shards").exists()
     assert _export(crashed).replace("/crashed/", "/") == _export(done).replace("/done/", "/")
+
+
+def test_a_folder_file_name_two_requests_could_own_is_a_failure_for_both(tmp_path):
+    suite = tmp_path / "suite.jsonl"
+    suite.write_text(
+        "\n".join(json.dumps({"audio_id": i, "prompt": "a tone"}) for i in ["dog", "dog_1", "cat"])
+    )
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for name, freq in [("dog", 300), ("dog_1", 400), ("cat", 500), ("cat_1", 600)]:
+        sf.write(folder / f"{name}.wav", tone(freq).T, 16_000)
+    sf.write(folder / "cat_1.flac", tone(650).T, 16_000)  # two files answer cat's second sample
+    cfg = RunConfig(
+        out=tmp_path / "run",
+        systems={"mine": f"folder:{folder}"},
+        suite=str(suite),
+        scorers=["signal"],
+        samples_per_prompt=2,
+    )
+    run(cfg)
+    table = pd.read_csv(io.StringIO(_export(cfg.out))).set_index(["prompt_id", "sample"])
+    assert table.loc[("dog", 0), "signal/peak"] == pytest.approx(0.5, abs=0.01)  # dog.wav: only dog's
+    assert table.loc[("cat", 0), "signal/peak"] == pytest.approx(0.5, abs=0.01)
+    for key in [("dog", 1), ("dog_1", 0)]:  # dog_1.wav: dog's second clip or dog_1's first?
+        assert "ambiguous: dog_1.wav could be" in table.loc[key, "error"]
+        assert pd.isna(table.loc[key, "signal/peak"])
+    assert "ambiguous: cat_1.flac, cat_1.wav" in table.loc[("cat", 1), "error"]
+    assert "no file for prompt 'dog_1' (dog_1_1.wav)" in table.loc[("dog_1", 1), "error"]

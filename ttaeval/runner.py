@@ -200,6 +200,8 @@ def run(
     prompts = load_prompts(config.suite)[: config.limit]
     scorers = list(scorers) if scorers is not None else build_scorers(config)
     generators = generators or {name: get_generator(spec) for name, spec in config.systems.items()}
+    for generator in generators.values():
+        generator.prepare(prompts, config.samples_per_prompt)
     command = command or shlex.join(["ttaeval", *sys.argv[1:]])
     if world > 1:
         _init_distributed()

@@ -80,6 +80,11 @@ class Generator(ABC):
         """The settings this generator actually uses (defaults filled in), recorded with every clip."""
         return {k: v for k, v in dataclasses.asdict(settings).items() if v is not None}
 
+    def prepare(self, prompts: Sequence[Prompt], samples_per_prompt: int) -> None:  # noqa: B027
+        """Called once by the runner, before any ``generate``, with every prompt of the run. A no-op
+        unless a generator needs the whole suite (``folder`` checks that no file name could belong
+        to two requests)."""
+
     @abstractmethod
     def generate(
         self,

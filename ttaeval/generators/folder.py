@@ -3,7 +3,9 @@
 ``{id}.wav`` answers a prompt (sample 0); with several samples a prompt, ``{id}_{k}.wav`` is sample
 ``k`` (``{id}_0.wav`` may stand for sample 0). Any extension ``load_audio`` reads works. A prompt
 with no file is a recorded failure naming the file expected, never a silent skip. The files are
-indexed by listing the folder: a prompt id never becomes a path.
+indexed by listing the folder: a prompt id never becomes a path. A name that could belong to two
+requests (``dog_1.wav`` when the suite has prompts ``dog`` and ``dog_1`` and two samples each, or
+``dog.wav`` next to ``dog.flac``) is a failure for both, never a guess.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ class FolderGenerator(Generator):
     """The folder of audio files."""
     max_duration: float = 600.0
     """Refuse files longer than this (seconds) before decoding them."""
-    _index: dict[str, Path] | None = field(default=None, init=False, repr=False)
+    _index: dict[str, list[Path]] | None = field(default=None, init=False, repr=False)
+    _ids: frozenset[str] = field(default=frozenset(), init=False, repr=False)
+    _samples: int = field(default=1, init=False, repr=False)
 
     kind = "folder"
     stores_audio = False
@@ -34,14 +38,45 @@ class FolderGenerator(Generator):
     def resolve(self, settings: GenerationSettings) -> dict:
         return {}
 
-    def _files(self) -> dict[str, Path]:
+    def prepare(self, prompts: Sequence[Prompt], samples_per_prompt: int) -> None:
+        self._ids = frozenset(p.id for p in prompts)
+        self._samples = samples_per_prompt
+
+    def _files(self) -> dict[str, list[Path]]:
         if self._index is None:
             if not self.path.is_dir():
                 raise NotADirectoryError(f"folder generator: no such folder {self.path}")
             self._index = {}
             for f in audio_files(self.path.resolve()):
-                self._index.setdefault(f.stem, f)
+                self._index.setdefault(f.stem, []).append(f)
         return self._index
+
+    def _claimants(self, stem: str) -> set[tuple[str, int]]:
+        """Every (prompt id, sample) of the run whose clip the file name ``stem`` could be."""
+        found = {(stem, 0)} if stem in self._ids else set()
+        head, sep, k = stem.rpartition("_")
+        if sep and k.isdigit() and head in self._ids and int(k) < self._samples:
+            found.add((head, int(k)))
+        return found
+
+    def _find(self, prompt: Prompt, sample: int) -> Path | str:
+        """The file of a request, or why there is none."""
+        files = self._files()
+        names = [f"{prompt.id}_{sample}"] + ([prompt.id] if sample == 0 else [])
+        name = next((n for n in names if n in files), None)
+        if name is None:
+            return f"{self.path}: no file for prompt {prompt.id!r} ({names[0]}.wav)"
+        if len(files[name]) > 1:
+            listed = ", ".join(sorted(f.name for f in files[name]))
+            return f"{self.path}: ambiguous: {listed} all answer prompt {prompt.id!r}; keep one"
+        others = self._claimants(name) - {(prompt.id, sample)}
+        if others:
+            other = ", ".join(f"sample {k} of prompt {p!r}" for p, k in sorted(others))
+            return (
+                f"{self.path}: ambiguous: {files[name][0].name} could be sample {sample} of prompt "
+                f"{prompt.id!r} or {other}; rename it"
+            )
+        return files[name][0]
 
     def generate(
         self,
@@ -52,16 +87,12 @@ class FolderGenerator(Generator):
     ) -> list[Clip | GenerationFailure]:
         from ttaeval.audio import ValidationConfig
 
-        files = self._files()
         validation = ValidationConfig(max_duration=self.max_duration)
         out: list[Clip | GenerationFailure] = []
         for prompt, sample in zip(prompts, samples or [0] * len(prompts)):
-            names = [f"{prompt.id}_{sample}"] + ([prompt.id] if sample == 0 else [])
-            path = next((files[n] for n in names if n in files), None)
-            if path is None:
-                out.append(
-                    GenerationFailure(f"{self.path}: no file for prompt {prompt.id!r} ({names[0]}.wav)")
-                )
+            path = self._find(prompt, sample)
+            if isinstance(path, str):
+                out.append(GenerationFailure(path))
                 continue
             try:
                 out.append(load_audio(path, prompt=prompt, validation=validation))
