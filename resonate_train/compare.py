@@ -20,6 +20,11 @@ from matplotlib.figure import Figure
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.training_state import LOG_NAME
+from ttaeval.report import html
+from ttaeval.report.report import Section, frame_markdown, write_report
+from ttaeval.report.tables import paired_table
+from ttaeval.runner import RunConfig, run
+from ttaeval.store import RunStore
 
 VERDICTS = {"better": "supported", "worse": "contradicted", "no difference": "not shown"}
 """How a paired verdict (system vs baseline, in the metric's direction) reads for a claim."""
@@ -82,10 +87,6 @@ class CompareConfig:
 def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     """Run (or resume) the evaluation, then write the report; returns the report folder.
     ``command`` is recorded in the run's manifest."""
-    from ttaeval.report.report import write_report
-    from ttaeval.runner import RunConfig, run
-    from ttaeval.store import RunStore
-
     run(
         RunConfig(
             out=Path(cfg.run_dir),
@@ -114,11 +115,9 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     return out
 
 
-def claims_table(store, cfg: CompareConfig) -> pd.DataFrame:
+def claims_table(store: RunStore, cfg: CompareConfig) -> pd.DataFrame:
     """One row per claim: the paired difference (system − baseline) with its CI, p, n and what
     the verdict means for the claim (supported / contradicted / not shown)."""
-    from ttaeval.report.tables import paired_table
-
     rows = []
     tables: dict[str, pd.DataFrame] = {}
     for claim in cfg.claims:
@@ -143,11 +142,9 @@ def claims_table(store, cfg: CompareConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reward_hacking_table(store, cfg: CompareConfig) -> pd.DataFrame:
+def reward_hacking_table(store: RunStore, cfg: CompareConfig) -> pd.DataFrame:
     """Each fine-tune against the baseline on every metric with a direction, the metrics it was
     trained on marked: training reward up while a held-out metric goes down is reward hacking."""
-    from ttaeval.report.tables import paired_table
-
     paired = paired_table(store, cfg.baseline)
     paired = paired[paired["system"].isin(cfg.trained_on) & paired["higher_is_better"].notna()]
     rows = []
@@ -203,10 +200,7 @@ def _mark(metric: str, system: str, cfg: CompareConfig) -> str:
     return f"{metric} (training reward)" if metric in cfg.trained_on.get(system, ()) else metric
 
 
-def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig):
-    from ttaeval.report import html
-    from ttaeval.report.report import Section, frame_markdown
-
+def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig) -> Section:
     note = (
         "Each claim is read from the paired difference over prompts (system − baseline, per-prompt "
         "means, 95% percentile-bootstrap CI, sign-flip permutation p): supported when p < 0.05 in the "
@@ -223,10 +217,7 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
     return Section("Claims under test", md, body)
 
 
-def _training_section(cfg: CompareConfig, curves: Path):
-    from ttaeval.report import html
-    from ttaeval.report.report import Section
-
+def _training_section(cfg: CompareConfig, curves: Path) -> Section:
     runs = ", ".join(f"{k}: `{v}`" for k, v in cfg.training.items())
     md = f"Training logs ({runs}); lines are 5-step running means.\n\n![training](figures/{curves.name})"
     body = (
