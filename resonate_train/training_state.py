@@ -50,10 +50,8 @@ def load_state(
         step = int(json.loads((ckpt / "state.json").read_text())["step"])
         model.load_state_dict(load_file(str(ckpt / "network.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    for name in (
-        LOGS if trim_logs else ()
-    ):  # records of step >= the checkpoint's (written after it) are redone
-        log = out / name
+    for name in LOGS if trim_logs else ():
+        log = out / name  # its records of step >= the checkpoint's were written after it: redone
         if log.is_file():
             lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] < step]
             log.write_text("".join(ln + "\n" for ln in lines))
