@@ -63,7 +63,10 @@ def test_compare_reports_each_claim_with_its_paired_difference(tmp_path):
     assert "clap/clap (training reward)" in line and "supported" in line
     assert "| tuned | clap/clap |" in md  # the reward-hacking check lists what it was trained on
     assert (out / "figures" / "training.png").stat().st_size > 1000
-    assert "Training curves" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert (
+        "Training curves" in page and page.count("data:image/png") == 4
+    )  # training + the run's 3, once each
 
 
 def test_a_claim_without_a_result_is_an_error_naming_it(tmp_path):

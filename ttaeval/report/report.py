@@ -38,7 +38,7 @@ BREAKDOWNS = ("dimension", "event_count", "event_relation")
 @dataclass(frozen=True)
 class Section:
     """A section a caller puts at the top of a report (a study's findings, say): Markdown and the
-    same content as HTML; ``figures`` are PNGs it refers to, added to the report's figures."""
+    same content as HTML; ``figures`` are the PNGs it shows, listed with the report's files."""
 
     title: str
     markdown: str
@@ -118,7 +118,7 @@ def write_report(
         _manifest(doc, store, runs, config)
         doc.heading("Leaderboard")
         doc.block(leaderboard_markdown(board, paired), html.leaderboard_html(board, paired))
-        figures = [f for section in sections for f in section.figures]
+        figures = []
         scored = [m for m, d in directions.items() if d is not None and m in table.columns]
         if scored:
             figures.append(_bars(board, scored, fig_dir / "bars.png"))
@@ -151,7 +151,8 @@ def write_report(
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(f"# {title}\n\n" + "\n".join(doc.md), encoding="utf-8")
     html_path.write_text(html.page(title, "\n".join(doc.html)), encoding="utf-8")
-    return ReportFiles(md_path, html_path, tuple(figures))
+    shown_above = [f for section in sections for f in section.figures]
+    return ReportFiles(md_path, html_path, (*shown_above, *figures))
 
 
 def _hardest(doc: _Doc, store: RunStore, table: pd.DataFrame, metric: str, higher: bool, k: int = 10) -> None:
