@@ -103,27 +103,33 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     )
     out = Path(cfg.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
+    baselines = dict.fromkeys([cfg.baseline, *(c.baseline for c in cfg.claims)])
     with RunStore(cfg.run_dir) as store:
-        claims = claims_table(store, cfg)
-        hacking = reward_hacking_table(store, cfg)
-    sections = [_claims_section(claims, hacking, cfg)]
+        paired = {b: paired_table(store, b) for b in baselines}
+    sections = [
+        _claims_section(claims_table(paired, cfg), reward_hacking_table(paired[cfg.baseline], cfg), cfg)
+    ]
     curves = training_curves(cfg.training, out / "figures" / "training.png")
     if curves is not None:
         sections.append(_training_section(cfg, curves))
-    write_report(cfg.run_dir, out, baseline=cfg.baseline, reference=cfg.reference, title=cfg.title,
-                 sections=tuple(sections))  # fmt: skip
+    write_report(
+        cfg.run_dir,
+        out,
+        baseline=cfg.baseline,
+        reference=cfg.reference,
+        title=cfg.title,
+        sections=tuple(sections),
+    )
     return out
 
 
-def claims_table(store: RunStore, cfg: CompareConfig) -> pd.DataFrame:
-    """One row per claim: the paired difference (system − baseline) with its CI, p, n and what
-    the verdict means for the claim (supported / contradicted / not shown)."""
+def claims_table(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
+    """One row per claim, read from ``paired`` (baseline -> ``paired_table``): the paired
+    difference (system − baseline) with its CI, p, n and what the verdict means for the claim
+    (supported / contradicted / not shown)."""
     rows = []
-    tables: dict[str, pd.DataFrame] = {}
     for claim in cfg.claims:
-        if claim.baseline not in tables:
-            tables[claim.baseline] = paired_table(store, claim.baseline)
-        match = tables[claim.baseline]
+        match = paired[claim.baseline]
         match = match[(match["system"] == claim.system) & (match["metric"] == claim.metric)]
         if match.empty:
             raise ValueError(f"claim {claim.text!r}: no paired result for {claim.system} on {claim.metric}")
@@ -142,10 +148,10 @@ def claims_table(store: RunStore, cfg: CompareConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reward_hacking_table(store: RunStore, cfg: CompareConfig) -> pd.DataFrame:
-    """Each fine-tune against the baseline on every metric with a direction, the metrics it was
-    trained on marked: training reward up while a held-out metric goes down is reward hacking."""
-    paired = paired_table(store, cfg.baseline)
+def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
+    """Each fine-tune against the baseline (``paired``: its ``paired_table``) on every metric with a
+    direction, the metrics it was trained on marked: training reward up while a held-out metric
+    goes down is reward hacking."""
     paired = paired[paired["system"].isin(cfg.trained_on) & paired["higher_is_better"].notna()]
     rows = []
     for system, part in paired.groupby("system", sort=True):
@@ -207,8 +213,8 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
         "metric's direction, contradicted when p < 0.05 against it, not shown otherwise. Metrics marked "
         "'training reward' are what that system was optimised for; the others are held out."
     )
-    md = "\n".join([note, "", frame_markdown(claims), "Reward hacking check against "
-                    f"`{cfg.baseline}`:", "", frame_markdown(hacking)])  # fmt: skip
+    hacking_title = f"Reward hacking check against `{cfg.baseline}`:"
+    md = "\n".join([note, "", frame_markdown(claims), hacking_title, "", frame_markdown(hacking)])
     body = (
         f"<p>{escape(note)}</p>{html.frame_table(claims)}"
         f"<p>Reward hacking check against <code>{escape(cfg.baseline)}</code>:</p>"
