@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from resonate_train.config_file import config_from_toml
-from resonate_train.training_state import LOG_NAME
+from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
 from ttaeval.report import html
 from ttaeval.report.report import Section, frame_markdown, write_report
 from ttaeval.report.tables import paired_table
@@ -171,16 +171,22 @@ def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFra
 
 
 def training_curves(runs: dict[str, str], path: Path) -> Path | None:
-    """Reward (GRPO: the step's mean, and the fixed evaluation set's) and KL over steps; DPO: its
+    """Reward (GRPO: the fixed evaluation set's, and the step's mean) and KL over steps; DPO: its
     loss and implicit accuracy. One line per system; None when there is no log to draw."""
     logs = {}
     for name, folder in runs.items():
         log = Path(folder) / LOG_NAME
         if log.is_file():
             logs[name] = pd.DataFrame([json.loads(x) for x in log.read_text().splitlines()])
+            evals = Path(folder) / EVAL_LOG_NAME
+            if evals.is_file():  # GRPO's fixed evaluation set: same prompts and noise at every evaluation
+                ev = pd.DataFrame([json.loads(x) for x in evals.read_text().splitlines()])
+                ev = ev[["step", "reward_mean"]].rename(columns={"reward_mean": "eval_reward"})
+                logs[name] = logs[name].merge(ev, on="step", how="outer")
     if not logs:
         return None
     panels = [
+        ("eval_reward", "training reward, fixed evaluation set"),
         ("reward_mean", "training reward (step mean)"),
         ("kl", "KL to the base model"),
         ("dpo_loss", "DPO loss"),
@@ -191,9 +197,12 @@ def training_curves(runs: dict[str, str], path: Path) -> Path | None:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
         for name, frame in logs.items():
-            if key in frame:
-                smooth = frame[key].rolling(5, min_periods=1).mean()
-                ax.plot(frame["step"], smooth, label=name)
+            if key == "eval_reward" and key in frame:
+                points = frame.dropna(subset=[key])
+                ax.plot(points["step"], points[key], marker="o", markersize=3, label=name)
+            elif key in frame:
+                points = frame.dropna(subset=[key])
+                ax.plot(points["step"], points[key].rolling(5, min_periods=1).mean(), label=name)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -225,9 +234,7 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
 
 def _training_section(cfg: CompareConfig, curves: Path) -> Section:
     runs = ", ".join(f"{k}: `{v}`" for k, v in cfg.training.items())
-    md = f"Training logs ({runs}); lines are 5-step running means.\n\n![training](figures/{curves.name})"
-    body = (
-        f"<p>Training logs ({escape(runs)}); lines are 5-step running means.</p>"
-        f"{html.image(curves, 'training curves')}"
-    )
+    how = "step-mean lines are 5-step running means; evaluation-set points are the evaluations themselves"
+    md = f"Training logs ({runs}); {how}.\n\n![training](figures/{curves.name})"
+    body = f"<p>Training logs ({escape(runs)}); {how}.</p>{html.image(curves, 'training curves')}"
     return Section("Training curves", md, body, (curves,))

@@ -38,8 +38,11 @@ class DPOConfig:
     """The scorer ranking each prompt's samples (paper's offline baseline: CLAP)."""
     prompts: str = "synth:train"
     """Prompt source for the pairs."""
+    prompt_limit: int = 0
+    """Only the source's first N prompts (0: all), as GRPO's ``prompt_limit``."""
     pair_prompts: int = 128
-    """Prompts sampled to build pairs."""
+    """Prompt draws that each make one pair; more than there are prompts: each prompt recurs
+    (evenly, new noise each time)."""
     samples_per_prompt: int = 4
     """Samples per pair prompt (best vs worst)."""
     sample_steps: int = 10
@@ -91,7 +94,7 @@ class DPOTrainer:
         self.system = ResonateSystem.load(cfg.base)
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
-        self.prompts = load_prompts(cfg.prompts)
+        self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
         self.reward = Rewards([cfg.reward])
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr)
         self.step = load_state(self.out, self.policy, self.opt)
@@ -101,7 +104,12 @@ class DPOTrainer:
         """Sample, score and pair (offline: from the frozen reference; online: from the policy)."""
         cfg, system = self.cfg, self.system
         rng = np.random.default_rng([cfg.seed, 1_000_000 + round_])
-        chosen = rng.choice(len(self.prompts), min(cfg.pair_prompts, len(self.prompts)), replace=False)
+        n = len(self.prompts)
+        if cfg.pair_prompts <= n:
+            chosen = rng.choice(n, cfg.pair_prompts, replace=False)
+        else:  # every prompt recurs, in shuffled rounds
+            rounds = -(-cfg.pair_prompts // n)
+            chosen = np.concatenate([rng.permutation(n) for _ in range(rounds)])[: cfg.pair_prompts]
         prompts = [self.prompts[i] for i in chosen for _ in range(cfg.samples_per_prompt)]
         seeds = rng.integers(2**31, size=len(prompts)).tolist()
         sampler = self.policy if cfg.online_every else self.reference

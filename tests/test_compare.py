@@ -19,6 +19,9 @@ def _config(tmp_path, **kw) -> CompareConfig:
             json.dumps({"step": s, "reward_mean": 0.4 + 0.01 * s, "kl": 1e-3 * s}) + "\n" for s in range(8)
         )
     )
+    (logs / "eval_log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "reward_mean": 0.5 + 0.01 * s}) + "\n" for s in (0, 4, 8))
+    )
     base = {
         "out": str(tmp_path / "report"),
         "run_dir": str(tmp_path / "run"),

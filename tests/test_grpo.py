@@ -153,6 +153,29 @@ def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_pat
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
 
 
+def test_dpo_pair_prompts_beyond_the_prompt_limit_recur_evenly_with_new_noise(base, tmp_path):
+    from collections import Counter
+
+    from resonate_train.dpo import DPOConfig, DPOTrainer
+    from ttaeval.prompts import load_prompts
+
+    cfg = DPOConfig(
+        base=str(base),
+        prompt_limit=2,
+        pair_prompts=5,
+        samples_per_prompt=2,
+        sample_steps=2,
+        reward="clap:mini",
+    )
+    pairs = DPOTrainer(cfg, tmp_path / "a", log=lambda _: None).make_pairs(0)
+    first_two = [p.text for p in load_prompts("synth:train")[:2]]
+    assert sorted(Counter(pairs.texts).values()) == [2, 3] and set(pairs.texts) == set(first_two)
+    by_text = {}
+    for text, win in zip(pairs.texts, pairs.winners):
+        by_text.setdefault(text, []).append(win)
+    assert all(not torch.equal(w[0], w[1]) for w in by_text.values())  # each recurrence: new noise
+
+
 def test_training_state_survives_a_crash_between_renames_and_trims_the_log(tmp_path):
     from resonate_train.training_state import LOG_NAME, load_state, save_state
 
@@ -232,9 +255,10 @@ def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
     assert "evaluation reward gain" in single.stdout and "evaluation reward gain" in both.stdout
 
 
-@pytest.mark.parametrize(
-    "path", sorted((Path(__file__).parents[1] / "resonate_train" / "configs").glob("*.toml"))
-)
+CONFIGS = Path(__file__).parents[1] / "resonate_train" / "configs"
+
+
+@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("grpo_*.toml"), *CONFIGS.glob("dpo_*.toml")]))
 def test_shipped_recipes_parse_and_name_real_rewards(path):
     from resonate_train.dpo import DPOConfig
     from resonate_train.rewards import RewardTerm
@@ -245,3 +269,25 @@ def test_shipped_recipes_parse_and_name_real_rewards(path):
     for spec in cfg.rewards if isinstance(cfg, GRPOConfig) else [cfg.reward]:
         RewardTerm.parse(spec)  # the scorer exists and has the metric
     assert f"--config resonate_train/configs/{path.name}" in path.read_text()  # the command is documented
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("compare_*.toml")))
+def test_shipped_studies_name_shipped_systems_scorers_and_training_logs(path, monkeypatch):
+    from resonate_train.compare import CompareConfig
+    from ttaeval.generators import get_generator
+    from ttaeval.scorers import get_scorer
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # the study's paths are relative to the repository root
+    cfg = CompareConfig.from_toml(path)
+    assert f"--config resonate_train/configs/{path.name}" in path.read_text()
+    for spec in cfg.scorers:
+        get_scorer(spec)
+    for spec in cfg.systems.values():
+        assert get_generator(spec).identity  # reads the checkpoint: a missing one is an error here
+    assert {cfg.baseline, cfg.reference} <= set(cfg.systems)
+    for claim in cfg.claims:
+        assert {claim.system, claim.baseline} <= set(cfg.systems), claim.text
+    assert set(cfg.trained_on) == set(cfg.training) == set(cfg.systems) - {cfg.baseline, cfg.reference}
+    for folder in cfg.training.values():
+        assert (root / folder / "train_log.jsonl").is_file()
