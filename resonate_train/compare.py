@@ -75,6 +75,10 @@ class CompareConfig:
     """System name -> the leaderboard columns it was trained on (marked as training rewards)."""
     claims: list[Claim] = field(default_factory=list)
     """The claims under test."""
+    discussion: str = ""
+    """The study author's reading of the results (plain paragraphs, blank-line separated), shown
+    after the claims. It should cite the tables rather than repeat numbers, so a re-run that moves a
+    number cannot leave the text stale."""
 
     def __post_init__(self) -> None:
         self.claims = [c if isinstance(c, Claim) else Claim(**c) for c in self.claims]
@@ -109,6 +113,11 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     sections = [
         _claims_section(claims_table(paired, cfg), reward_hacking_table(paired[cfg.baseline], cfg), cfg)
     ]
+    if cfg.discussion.strip():
+        paragraphs = [" ".join(p.split()) for p in cfg.discussion.strip().split("\n\n")]
+        sections.append(
+            Section("Discussion", "\n\n".join(paragraphs), "".join(f"<p>{escape(p)}</p>" for p in paragraphs))
+        )
     curves = training_curves(cfg.training, out / "figures" / "training.png")
     if curves is not None:
         sections.append(_training_section(cfg, curves))

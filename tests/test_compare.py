@@ -54,10 +54,11 @@ def _config(tmp_path, **kw) -> CompareConfig:
 
 
 def test_compare_reports_each_claim_with_its_paired_difference(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = _config(tmp_path, discussion="First  reading\nwraps.\n\nSecond <b>paragraph</b>.")
     out = compare(cfg)
     md = (out / "report.md").read_text()
-    assert md.index("## Claims under test") < md.index("## Manifest")  # findings first
+    assert md.index("## Claims under test") < md.index("## Discussion") < md.index("## Manifest")
+    assert "First reading wraps.\n\nSecond <b>paragraph</b>." in md
     with RunStore(cfg.run_dir) as store:
         row = paired_table(store, "base").set_index(["system", "metric"]).loc[("tuned", "clap/clap")]
     assert row["verdict"] == "better"  # clean audio beats 10 dB-SNR noise on CLAP
@@ -67,6 +68,7 @@ def test_compare_reports_each_claim_with_its_paired_difference(tmp_path):
     assert "| tuned | clap/clap |" in md  # the reward-hacking check lists what it was trained on
     assert (out / "figures" / "training.png").stat().st_size > 1000
     page = (out / "report.html").read_text()
+    assert "<p>Second &lt;b&gt;paragraph&lt;/b&gt;.</p>" in page
     assert (
         "Training curves" in page and page.count("data:image/png") == 4
     )  # training + the run's 3, once each
