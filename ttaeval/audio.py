@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ttaeval.prompts import Prompt
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+UNSUPPORTED_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".ape")
+"""Audio formats libsndfile cannot decode: a file of these is reported, never silently skipped."""
 
 
 class AudioError(ValueError):
@@ -186,6 +188,11 @@ def load_audio(
         AudioError: naming the file and the cause (unreadable, corrupt, empty, NaN/Inf, too long).
     """
     path = Path(path)
+    if path.suffix.lower() in UNSUPPORTED_AUDIO_EXTENSIONS:
+        readable = ", ".join(AUDIO_EXTENSIONS)
+        raise AudioError(
+            f"{path}: unsupported format {path.suffix!r} (readable: {readable}); convert it to wav"
+        )
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for the same cause

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttaeval.audio import AUDIO_EXTENSIONS
+from ttaeval.audio import AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS
 from ttaeval.prompts import Prompt
 
 _TTA_BENCH_NAME = re.compile(r"^S(?P<system>\d+)_P(?P<number>\d+)$")
@@ -31,8 +31,10 @@ class AudioItem:
 
 
 def audio_files(folder: Path) -> list[Path]:
-    """Audio files directly in ``folder`` (by extension), sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+    """Audio files directly in ``folder`` (by extension, including formats that cannot be read, so
+    they are reported), sorted by name."""
+    known = AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO_EXTENSIONS
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in known)
 
 
 def collect_folder(
