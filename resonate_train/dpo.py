@@ -25,7 +25,7 @@ from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import flow_dpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.system import ResonateSystem
-from resonate_train.training_state import LOG_NAME, load_state, save_state
+from resonate_train.training_state import LOG_NAME, load_state, lock_run, save_state
 
 
 @dataclass
@@ -97,6 +97,7 @@ class DPOTrainer:
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
         self.reward = Rewards([cfg.reward])
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr)
+        self.lock = lock_run(self.out)  # before reading the checkpoint
         self.step = load_state(self.out, self.policy, self.opt)
         self.pairs: Pairs | None = None
 
@@ -201,4 +202,6 @@ class DPOTrainer:
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     save_state(self.out, self.policy, self.opt, self.step, self.cfg)
         self.policy.eval()
-        return self.system.save(self.out / "final")
+        final = self.system.save(self.out / "final")
+        self.lock.release()
+        return final

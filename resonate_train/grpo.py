@@ -34,7 +34,7 @@ from resonate_train.objectives import group_advantages, grpo_loss
 from resonate_train.rewards import Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
-from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, save_state
+from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, lock_run, save_state
 from ttaeval.runner import dist_env
 from ttaeval.stats import PairedDifference, paired_difference, per_prompt_means
 
@@ -144,6 +144,7 @@ class GRPOTrainer:
         self.rewards = Rewards(cfg.rewards)
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint
         self.step = load_state(self.out, self.policy, self.opt, trim_logs=self.rank == 0)
         if self.step:
             self.log(f"resumed at step {self.step} from {self.out / 'checkpoint'}")
@@ -350,6 +351,7 @@ class GRPOTrainer:
         final = self.out / "final"
         if main:
             self.system.save(final)
+            self.lock.release()
         _barrier(self.world)
         return final
 

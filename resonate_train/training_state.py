@@ -16,10 +16,18 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ttaeval.store import RunLock
+
 LOG_NAME = "train_log.jsonl"
 EVAL_LOG_NAME = "eval_log.jsonl"
 LOGS = (LOG_NAME, EVAL_LOG_NAME)
 """Step-keyed JSONL logs of a run: cut back to the checkpoint's step on resume."""
+
+
+def lock_run(out: Path) -> RunLock:
+    """Hold the run folder for this process: a second trainer pointed at it is refused with a clear
+    message instead of interleaving checkpoints and logs (released on exit, even by SIGKILL)."""
+    return RunLock(out, owner="resonate-train")
 
 
 def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, config: Any) -> None:
@@ -53,6 +61,14 @@ def load_state(
     for name in LOGS if trim_logs else ():
         log = out / name  # its records of step >= the checkpoint's were written after it: redone
         if log.is_file():
-            lines = [ln for ln in log.read_text().splitlines() if json.loads(ln)["step"] < step]
+            lines = [ln for ln in log.read_text().splitlines() if _step_of(ln) < step]
             log.write_text("".join(ln + "\n" for ln in lines))
     return step
+
+
+def _step_of(line: str) -> float:
+    """A log record's step; a record torn by a kill mid-write reads as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")

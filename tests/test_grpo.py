@@ -12,24 +12,13 @@ import pytest
 import torch
 
 from resonate_train.grpo import GRPOConfig, GRPOTrainer, reward_gain
-from resonate_train.model import fluxaudio_mini
-from resonate_train.model.codec import MelCodec
-from resonate_train.model.text import ClapMiniTextEncoder
-from resonate_train.system import ResonateSystem, SamplingDefaults
+from resonate_train.system import ResonateSystem
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    torch.manual_seed(0)
-    net = fluxaudio_mini().initialize_weights()
-    for p in net.parameters():
-        torch.nn.init.normal_(p, std=0.02)
-    system = ResonateSystem(
-        net.eval(), ClapMiniTextEncoder(), MelCodec(griffin_lim_iters=2), SamplingDefaults(1.0, 3, 3.0)
-    )
-    system.set_empty_text()
-    return system.save(tmp_path_factory.mktemp("base") / "mini")
+def base(tiny_resonate):
+    return tiny_resonate
 
 
 def _cfg(base, **kw) -> GRPOConfig:

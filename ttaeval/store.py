@@ -81,26 +81,29 @@ class RunLock:
 
     ``flock`` on ``RUN_DIR/.lock``: the kernel releases it when the process dies, even by SIGKILL,
     so a killed run never leaves a stale lock; a second writer is refused with the holder's pid.
+    ``owner`` names the tool in that message (resonate_train's trainers lock their run folders too).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, owner: str = "ttaeval") -> None:
         import fcntl
         import os
 
+        self._fd = -1  # set first: __del__ runs even when this constructor raises
         path = Path(run_dir) / LOCK_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(self._fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
             raise StoreError(
-                f"{run_dir} is in use by another ttaeval process (pid {holder}); wait for it to finish "
+                f"{run_dir} is in use by another {owner} process (pid {holder}); wait for it to finish "
                 "or use another run directory"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
 
     def release(self) -> None:
         import os
@@ -108,6 +111,9 @@ class RunLock:
         if self._fd >= 0:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
+
+    def __del__(self) -> None:
+        self.release()
 
     def __enter__(self) -> RunLock:
         return self
