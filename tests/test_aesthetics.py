@@ -119,3 +119,15 @@ def test_windows_are_the_packages():
 
     assert window_spans(235, 100) == [(0, 100), (100, 100), (200, 35)]
     assert window_spans(100, 100) == [(0, 100)]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    from test_checkpoints import malicious_checkpoint
+
+    from ttaeval.checkpoints import CheckpointRefused
+
+    reference_package("audiobox_aesthetics")
+    malicious_checkpoint(tmp_path / "evil.pt", tmp_path / "pwned")
+    with pytest.raises(CheckpointRefused, match="refused"):
+        get_scorer(f"aesthetics:audiobox,checkpoint={tmp_path / 'evil.pt'}")
+    assert not (tmp_path / "pwned").exists()

@@ -156,3 +156,15 @@ def test_a_checkpoint_that_does_not_fit_is_refused(tiny, tmp_path):
         get_scorer(f"clap:msclap,checkpoint={tmp_path / 'broken.pth'},text_model={text}")
     with pytest.raises(FileNotFoundError, match="checkpoint=PATH"):
         get_scorer(f"clap:msclap,text_model={text}")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tiny, tmp_path):
+    from test_checkpoints import malicious_checkpoint
+
+    from ttaeval.checkpoints import CheckpointRefused
+
+    _, text, _ = tiny
+    malicious_checkpoint(tmp_path / "evil.pth", tmp_path / "pwned")
+    with pytest.raises(CheckpointRefused, match="refused"):
+        get_scorer(f"clap:msclap,checkpoint={tmp_path / 'evil.pth'},text_model={text}")
+    assert not (tmp_path / "pwned").exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
+from ttaeval.checkpoints import load_checkpoint
 from ttaeval.optional import import_reference
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 from ttaeval.scorers.clap_common import weights_digest
@@ -73,7 +74,6 @@ class AudioboxAestheticsScorer(Scorer):
     _model: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        import torch
 
         aes = import_reference("audiobox_aesthetics.model.aes", "aesthetics:audiobox")
         path = Path(self.checkpoint) if self.checkpoint else None
@@ -85,7 +85,7 @@ class AudioboxAestheticsScorer(Scorer):
         if path.is_dir():
             model = aes.AesMultiOutput.from_pretrained(str(path), local_files_only=True)
         else:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = load_checkpoint(path)
             state = {re.sub("^model.", "", k): v for k, v in ckpt["state_dict"].items()}
             cfg = {k: ckpt["model_cfg"][k] for k in MODEL_CFG_KEYS}
             model = aes.AesMultiOutput(**cfg, target_transform=ckpt["target_transform"])

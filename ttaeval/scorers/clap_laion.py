@@ -120,9 +120,9 @@ def read_checkpoint(path: Path) -> dict:
     ``state_dict`` entry, ``module.`` prefixes stripped, ``text_branch.embeddings.position_ids``
     dropped (newer transformers no longer save it; laion_clap deletes it unconditionally, which
     fails on files saved without it, so we drop it only when present)."""
-    import torch
+    from ttaeval.checkpoints import load_checkpoint
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # as laion_clap loads it
+    checkpoint = load_checkpoint(path)  # laion_clap itself unpickles with weights_only=False
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     state = {k.removeprefix("module."): v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttaeval.checkpoints import load_checkpoint
 from ttaeval.optional import install_hint
 from ttaeval.scorers.clap_common import (
     ClapScorer,
@@ -114,7 +115,6 @@ class MsClapScorer(ClapScorer):
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:msclap crop must be 'windows' or 'random', got {self.crop!r}")
-        import torch
         import yaml
 
         models = msclap_models()
@@ -143,7 +143,8 @@ class MsClapScorer(ClapScorer):
                 transformer_embed_dim=args["transformer_embed_dim"],
                 d_proj=args["d_proj"],
             )
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)["model"]
+        state = load_checkpoint(self.checkpoint)
+        state = state.get("model", state)  # msclap's releases wrap the state dict; safetensors do not
         missing, unexpected = model.load_state_dict(state, strict=False)
         unexpected = [k for k in unexpected if not k.endswith(STALE_BUFFERS)]
         if missing or unexpected:

@@ -1,0 +1,43 @@
+"""Reading model checkpoints without running pickled code.
+
+A ``.safetensors`` file is read as tensors; anything else goes through ``torch.load(weights_only=True)``,
+which rebuilds only tensors and plain containers. A file that needs more (pickled classes or functions
+— code that would run on load) is refused with the reason, never loaded with ``weights_only=False``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class CheckpointRefused(ValueError):
+    """The checkpoint would run pickled code to load (or is not a checkpoint at all)."""
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """The checkpoint's content: a tensor dict for safetensors, else whatever the torch file holds
+    in tensors and plain containers (dicts, lists, numbers, strings).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointRefused: naming the file and the reason, with what to do about it.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError and friends: the file wants to run code
+        reason = " ".join(str(exc).split())[:300]
+        raise CheckpointRefused(
+            f"{path}: refused: it cannot be read as plain tensors (torch.load weights_only=True): "
+            f"{reason}. Where you trust its source, save its state dict as safetensors and point "
+            "the scorer at that file."
+        ) from None
