@@ -289,3 +289,48 @@ def test_judge_serve_refuses_missing_models_and_remote_hosts_with_clear_messages
     assert code == 2 and "refusing to serve the judge on 0.0.0.0" in out and "--allow-remote" in out
     code, out = serve("--model", str(tmp_path), "--fault", "gremlins")
     assert code == 2 and "unknown fault 'gremlins'" in out
+
+
+@pytest.mark.slow
+def test_a_keyed_judge_run_through_faults_completes_and_the_key_is_nowhere_on_disk(
+    engine, tmp_path, monkeypatch
+):
+    """`ttaeval run` + export + report with judge:http behind an API key and every fault kind: each
+    clip ends with scores or failure records, and the planted key is in no file the run wrote."""
+    from ttaeval.report.report import write_report
+    from ttaeval.report.tables import clip_table
+    from ttaeval.runner import RunConfig, run
+    from ttaeval.store import RunStore
+
+    keyed = JudgeHTTPServer(engine, served_name=SERVED, port=0, api_key=SECRET).start()
+    try:
+        plan = keyed.set_faults(
+            [Fault.parse(s) for s in ("http500,every=3", "http503,every=5,retry_after=0", "reset,every=7",
+                                      "malformed,every=11", "delay,every=13,seconds=1.5", "not-yes-no,every=17")]  # noqa: E501
+        )  # fmt: skip
+        monkeypatch.setenv(KEY_ENV, SECRET)
+        spec = (
+            f"judge:http,url={keyed.url},served_model={SERVED},api_key_env={KEY_ENV},top_logprobs=1000,"
+            "timeout=0.5,retries=6,backoff=0.01"
+        )
+        cfg = RunConfig(
+            out=tmp_path / "run", systems={"clean": "synth"}, suite="synth:accuracy", limit=6, scorers=[spec]
+        )
+        run(cfg)
+    finally:
+        keyed.close()
+    assert set(plan.injected) == {f.kind for f in plan.faults}
+    with RunStore(tmp_path / "run") as store:
+        table = clip_table(store)
+    assert len(table) == 6 and table["error"].map(lambda e: "HTTP 401" not in str(e)).all()
+    metrics = [c for c in table.columns if c.startswith("judge:http,")]  # named by the scorer's spec
+    for row in table.to_dict("records"):
+        for m in metrics:  # a score, or NaN with its reason in the clip's error text
+            assert math.isfinite(row[m]) or "judge" in str(row["error"]), (m, row["error"])
+    aqa = next(m for m in metrics if m.endswith("/aqa"))
+    assert len(metrics) == 5 and any(math.isfinite(v) for v in table[aqa])
+    write_report(tmp_path / "run", tmp_path / "report")
+    (tmp_path / "export.csv").write_text(table.to_csv())
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 5
+    assert not [p for p in written if SECRET.encode() in p.read_bytes()]
