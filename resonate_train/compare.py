@@ -200,6 +200,7 @@ def training_curves(runs: dict[str, str], path: Path) -> Path | None:
         ("kl", "KL to the base model"),
         ("dpo_loss", "DPO loss"),
         ("implicit_accuracy", "DPO implicit accuracy"),
+        ("winner_mse", "DPO winners' flow-matching MSE"),
     ]
     panels = [(k, t) for k, t in panels if any(k in f for f in logs.values())]
     fig = Figure(figsize=(4.2 * len(panels), 3.2))
