@@ -183,7 +183,7 @@ def test_a_second_writer_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path)
         [
             sys.executable,
             "-c",
-            f"from ttaeval.store import RunLock; RunLock({str(out)!r}); import time; time.sleep(60)",
+            f"from ttaeval.store import RunLock; lock = RunLock({str(out)!r}); import time; time.sleep(60)",
         ],
         env=_env(),
     )

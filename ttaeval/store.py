@@ -81,7 +81,9 @@ class RunLock:
 
     ``flock`` on ``RUN_DIR/.lock``: the kernel releases it when the process dies, even by SIGKILL,
     so a killed run never leaves a stale lock; a second writer is refused with the holder's pid.
-    ``owner`` names the tool in that message (resonate_train's trainers lock their run folders too).
+    The lock is held until ``release()``, the end of a ``with`` block, or the object being garbage
+    collected — keep a reference. ``owner`` names the tool in the refusal (resonate_train's trainers
+    lock their run folders too).
     """
 
     def __init__(self, run_dir: str | Path, owner: str = "ttaeval") -> None:
