@@ -181,7 +181,8 @@ def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFra
 
 def training_curves(runs: dict[str, str], path: Path) -> Path | None:
     """Reward (GRPO: the fixed evaluation set's, and the step's mean) and KL over steps; DPO: its
-    loss and implicit accuracy. One line per system; None when there is no log to draw."""
+    loss, implicit accuracy and the winners' flow-matching error. One line per system; None when
+    there is no log to draw."""
     logs = {}
     for name, folder in runs.items():
         log = Path(folder) / LOG_NAME
@@ -207,11 +208,12 @@ def training_curves(runs: dict[str, str], path: Path) -> Path | None:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
         for name, frame in logs.items():
-            if key == "eval_reward" and key in frame:
-                points = frame.dropna(subset=[key])
+            if key not in frame:
+                continue
+            points = frame.dropna(subset=[key])
+            if key == "eval_reward":  # a few evaluations: drawn as they are
                 ax.plot(points["step"], points[key], marker="o", markersize=3, label=name)
-            elif key in frame:
-                points = frame.dropna(subset=[key])
+            else:
                 ax.plot(points["step"], points[key].rolling(5, min_periods=1).mean(), label=name)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
