@@ -46,3 +46,50 @@ def reference_package(name: str):
         if os.environ.get("CI") == "true":
             pytest.fail(f"reference package {name} missing under CI ({exc}); `make test` installs it")
         pytest.skip(f"reference package {name} not installed ({exc})")
+
+
+def odd_but_valid_clips(prompt=None, long_seconds: float = 600.0) -> dict:
+    """Valid audio a user's folder may hold that is far from a model's training format (issue 10):
+    tiny, many-channel, very high and very low rates, 10 minutes long, silent, clipped, DC-shifted.
+    Every scorer must score each of these to finite numbers. ``prompt`` is attached to every clip;
+    ``long_seconds`` shortens the long one for backends whose tiny test model still costs ~0.5 s per
+    10 s window on CPU (the windowing code does not depend on the number of windows)."""
+    from ttaeval import Clip
+
+    def clip(audio: np.ndarray, rate: int) -> Clip:
+        return Clip(audio.astype(np.float32), rate, prompt, source="odd")
+
+    return {
+        "0.05 s": clip(tone(300, 0.05), 16_000),
+        "8 channels, 48 kHz": clip(tone(300, 1.0, rate=48_000, channels=8), 48_000),
+        "192 kHz": clip(tone(300, 1.0, rate=192_000), 192_000),
+        "8 kHz stereo": clip(tone(300, 1.0, rate=8_000, channels=2), 8_000),
+        f"{long_seconds:g} s, 8 kHz": clip(tone(300, long_seconds, rate=8_000), 8_000),
+        "digital silence": clip(np.zeros((1, 16_000)), 16_000),
+        "full-scale clipping": clip(np.clip(20 * tone(300, 1.0), -1, 1), 16_000),
+        "DC offset": clip(tone(300, 1.0, amp=0.2) + 0.3, 16_000),
+    }
+
+
+def score_as_the_runner_does(scorer, clips) -> list:
+    """Convert each clip to the scorer's rate and channels (``ttaeval.audio.prepare``, as the runner
+    does), then score them in one call."""
+    from ttaeval.audio import prepare
+
+    return scorer.score([prepare(c, scorer.sample_rate, scorer.channels) for c in clips])
+
+
+def assert_all_scored(names, results) -> None:
+    """Every metric that applies to the clip has a finite value; the failing clip is named. Metrics
+    that do not apply (an ``n/a:`` reason, e.g. a judge's relation question without two events) may be
+    NaN."""
+    import math
+
+    from ttaeval.scorers.base import is_not_applicable
+
+    for name, r in zip(names, results, strict=True):
+        errors = {k: e for k, e in r.errors.items() if not is_not_applicable(e)}
+        assert not errors, f"{name}: {errors}"
+        bad = {k: v for k, v in r.values.items() if k not in r.errors and not math.isfinite(v)}
+        assert not bad, f"{name}: non-finite {bad}"
+        assert any(math.isfinite(v) for v in r.values.values()), f"{name}: nothing scored"

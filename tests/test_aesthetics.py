@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import reference_package
+from helpers import assert_all_scored, odd_but_valid_clips, reference_package, score_as_the_runner_does
 from ttaeval import Clip, get_scorer
 
 TINY_WAVLM = {
@@ -131,3 +131,14 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(CheckpointRefused, match="refused"):
         get_scorer(f"aesthetics:audiobox,checkpoint={tmp_path / 'evil.pt'}")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_odd_but_valid_audio_is_scored(tiny):
+    """Issue 10: tiny, 8-channel, 192 kHz, 10-minute, silent, clipped clips all end as finite scores."""
+    ckpt, _ = tiny
+    from audiobox_aesthetics.model import aes
+
+    with mock.patch.object(aes, "DEFAULT_AUDIO_CFG", tiny_wavlm()):
+        scorer = get_scorer(f"aesthetics:audiobox,checkpoint={ckpt},batch_size=3")
+    clips = odd_but_valid_clips()
+    assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))

@@ -16,7 +16,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from helpers import bpe_tokenizer
+from helpers import assert_all_scored, bpe_tokenizer, odd_but_valid_clips, score_as_the_runner_does
 from ttaeval import Clip, Prompt, get_scorer
 
 
@@ -116,3 +116,11 @@ def test_missing_model_is_one_clear_error(tmp_path):
         get_scorer("clap:hf")
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         get_scorer(f"clap:hf,model={tmp_path / 'nope'}")
+
+
+def test_odd_but_valid_audio_is_scored(tiny):
+    """Issue 10: tiny, 8-channel, 192 kHz, 10-minute, silent, clipped clips all end as finite scores."""
+    folder, _ = tiny
+    scorer = get_scorer(f"clap:hf,model={folder}")
+    clips = odd_but_valid_clips(Prompt("a", "a dog barks loudly"))
+    assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))

@@ -21,7 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import bpe_tokenizer, reference_package
+from helpers import (
+    assert_all_scored,
+    bpe_tokenizer,
+    odd_but_valid_clips,
+    reference_package,
+    score_as_the_runner_does,
+)
 from ttaeval import Clip, Prompt, get_scorer
 
 PROMPTS = [
@@ -189,3 +195,11 @@ def test_a_checkpoint_saved_without_position_ids_or_module_prefix_loads(tiny, tm
     assert other.score([clip])[0].values["clap"] == pytest.approx(
         scorer.score([clip])[0].values["clap"], abs=1e-6
     )
+
+
+def test_odd_but_valid_audio_is_scored(tiny):
+    """Issue 10: tiny, 8-channel, 192 kHz, long, silent, clipped clips all end as finite scores (the
+    long one is a minute here: each 10 s window of the tiny HTSAT costs ~0.5 s on CPU)."""
+    *_, scorer = tiny
+    clips = odd_but_valid_clips(Prompt("a", "a dog barks loudly"), long_seconds=60)
+    assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))

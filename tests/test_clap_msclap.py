@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CORPUS, bpe_tokenizer, reference_package
+from helpers import (
+    CORPUS,
+    assert_all_scored,
+    bpe_tokenizer,
+    odd_but_valid_clips,
+    reference_package,
+    score_as_the_runner_does,
+)
 from ttaeval import Clip, Prompt, get_scorer
 
 PROMPTS = [
@@ -168,3 +175,12 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny, tmp_path):
     with pytest.raises(CheckpointRefused, match="refused"):
         get_scorer(f"clap:msclap,checkpoint={tmp_path / 'evil.pth'},text_model={text}")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_odd_but_valid_audio_is_scored(tiny):
+    """Issue 10: tiny, 8-channel, 192 kHz, long, silent, clipped clips all end as finite scores (the
+    long one is a minute here: each 10 s window of the tiny HTSAT costs ~0.5 s on CPU)."""
+    ckpt, text, _ = tiny
+    scorer = get_scorer(f"clap:msclap,checkpoint={ckpt},text_model={text}")
+    clips = odd_but_valid_clips(Prompt("a", "a dog barks loudly"), long_seconds=60)
+    assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))

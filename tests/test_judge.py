@@ -14,7 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import CORPUS, bpe_tokenizer, reference_package
+from helpers import (
+    CORPUS,
+    assert_all_scored,
+    bpe_tokenizer,
+    odd_but_valid_clips,
+    reference_package,
+    score_as_the_runner_does,
+)
 from ttaeval import Clip, Prompt, get_scorer
 
 SPECIAL = (
@@ -291,3 +298,17 @@ def test_qwen25_omni_thinker_batched_equals_direct(tmp_path, full):
             direct_yes_score(model, processor, a, t.aqa.format(caption=text)), abs=1e-5
         )
         assert r.values["quality"] == pytest.approx(direct_quality(model, processor, a, t.quality), abs=1e-5)
+
+
+def test_odd_but_valid_audio_is_scored(tiny):
+    """Issue 10: tiny, 8-channel, 192 kHz, 10-minute, silent, clipped clips all end as finite scores."""
+    folder, _, _ = tiny
+    scorer = get_scorer(f"judge:hf,model={folder},batch_size=4")
+    prompt = Prompt(
+        "a",
+        "a dog barks, then rain",
+        "accuracy",
+        {"event_list": ["a dog barking", "rain"], "event_relation": "sequence"},
+    )
+    clips = odd_but_valid_clips(prompt)
+    assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))
