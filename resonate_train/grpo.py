@@ -95,6 +95,12 @@ class GRPOConfig:
     """Seed: prompts and noise of step s come from (seed, s)."""
     checkpoint_every: int = 10
     """Steps between checkpoints (and always at the end)."""
+    overlap_rewards: bool = False
+    """Sample the next step's rollouts while this step's rewards are scored, so a slow reward (an
+    LALM judge on another device or server) costs max(sampling + training, scoring) a step instead
+    of their sum. One step off-policy: those rollouts come from the weights before this step's
+    update (their log-probs too, so the PPO ratio corrects for it). A resumed run samples its first
+    step with the checkpoint's weights, so it is not identical to the uninterrupted run."""
     eval_every: int = 10
     """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
     after the last, so a run's reward gain is measured on the same prompts and noise."""
@@ -146,6 +152,7 @@ class GRPOTrainer:
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint
         self.step = load_state(self.out, self.policy, self.opt, trim_logs=self.rank == 0)
+        self._next: tuple[list[Rollout], list[Future]] | None = None  # overlap_rewards' sampled next step
         if self.step:
             self.log(f"resumed at step {self.step} from {self.out / 'checkpoint'}")
 
@@ -185,6 +192,13 @@ class GRPOTrainer:
         micro-batch by micro-batch, each scored in the background while the next is sampled.
         Returns this process's rollouts and the rewards of the whole list, gathered from every
         process (NaN where a scorer failed)."""
+        return self._collect(*self._launch(idx, seeds, n_batches), len(idx))
+
+    def _launch(
+        self, idx: np.ndarray, seeds: np.ndarray, n_batches: int
+    ) -> tuple[list[Rollout], list[Future]]:
+        """Sample every micro-batch of this process's share; each one's rewards are being scored in
+        the background (in order) when this returns."""
         rollouts, pending = [], []
         for b, batch in enumerate(np.array_split(np.arange(len(idx)), n_batches)):
             mine = np.array_split(batch, self.world)[self.rank]
@@ -195,15 +209,21 @@ class GRPOTrainer:
                     ro.positions, ro.batch = part, b
                     pending.append(self._score(ro))
                     rollouts.append(ro)
+        return rollouts, pending
+
+    def _collect(
+        self, rollouts: list[Rollout], pending: list[Future], n: int
+    ) -> tuple[list[Rollout], torch.Tensor, dict[str, np.ndarray]]:
+        """Wait for ``_launch``'s rewards and gather them from every process."""
         results = [p.result() for p in pending]
         local = [(ro.positions, r[0], r[1]) for ro, r in zip(rollouts, results)]
-        reward = np.full(len(idx), np.nan)
+        reward = np.full(n, np.nan)
         parts: dict[str, np.ndarray] = {}
         for gathered in _all_gather(local, self.world):
             for pos, values, terms in gathered:
                 reward[pos] = values
                 for k, v in terms.items():
-                    parts.setdefault(k, np.full(len(idx), np.nan))[pos] = v
+                    parts.setdefault(k, np.full(n, np.nan))[pos] = v
         return rollouts, torch.tensor(reward, dtype=torch.float32), parts
 
     # -- one step ------------------------------------------------------------------------------
@@ -219,7 +239,14 @@ class GRPOTrainer:
         cfg, start = self.cfg, time.perf_counter()
         idx, seeds = self._plan(self.step)
         self.policy.eval()
-        rollouts, reward, parts = self._sample_batches(idx, seeds, cfg.rollout_batches)
+        if cfg.overlap_rewards:
+            launched = self._next or self._launch(idx, seeds, cfg.rollout_batches)
+            self._next = None
+            if self.step + 1 < cfg.steps:  # the next step's rollouts, sampled while these are scored
+                self._next = self._launch(*self._plan(self.step + 1), cfg.rollout_batches)
+            rollouts, reward, parts = self._collect(*launched, len(idx))
+        else:
+            rollouts, reward, parts = self._sample_batches(idx, seeds, cfg.rollout_batches)
         groups = torch.from_numpy(idx)
         adv = group_advantages(reward, groups, clip=cfg.adv_clip, global_std=cfg.global_std)
         stats = self._optimise(rollouts, adv)

@@ -113,6 +113,38 @@ def test_failed_rewards_are_masked_not_zero(base, tmp_path, monkeypatch):
     assert all(v == v for k, v in rec.items() if k != "reward_failed")  # no NaN leaked into the stats
 
 
+def test_overlap_rewards_samples_the_next_step_while_this_one_is_scored(base, tmp_path, monkeypatch):
+    """overlap_rewards: step t+1's rollouts are sampled and sent for scoring before step t's update;
+    step 0 is the on-policy step 0 exactly, later steps train on one-step-old rollouts."""
+    from resonate_train import rewards as rewards_module
+
+    events: list[str] = []
+    real_submit = rewards_module.Rewards.submit
+    monkeypatch.setattr(
+        rewards_module.Rewards, "submit", lambda self, *a: events.append("score") or real_submit(self, *a)
+    )
+    logs = {}
+    for overlap in (False, True):
+        events.append(f"overlap={overlap}")
+        trainer = GRPOTrainer(
+            _cfg(base, steps=2, eval_every=0, overlap_rewards=overlap),
+            tmp_path / str(overlap),
+            log=lambda _: None,
+        )
+        real_step = trainer.opt.step
+        trainer.opt.step = lambda *a, _step=real_step, **k: events.append("update") or _step(*a, **k)
+        trainer.train()
+        logs[overlap] = _log(tmp_path / str(overlap))
+    on_policy = ["score", "score", "update", "update"] * 2  # each step: two rollout batches, then two updates
+    overlapped = ["score"] * 4 + ["update"] * 4  # step 1's rollouts are scored before step 0's updates
+    assert events == ["overlap=False", *on_policy, "overlap=True", *overlapped]
+    on, off = logs[False], logs[True]
+    for key in ("reward_mean", "loss", "kl", "clip_fraction", "grad_norm"):
+        assert off[0][key] == pytest.approx(on[0][key], rel=1e-6, abs=1e-12), key
+    assert off[1]["reward_mean"] != on[1]["reward_mean"]  # sampled before step 0's update
+    assert all(v == v for k, v in off[1].items())
+
+
 def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_path):
     from resonate_train.dpo import DPOConfig, DPOTrainer
 
