@@ -7,22 +7,21 @@ the runner's own costs — generating, writing, planning, committing — are wha
 reports its own peak resident memory (``ru_maxrss``). Expected: time linear in clips, memory flat.
 Then the largest run is started again: it must compute nothing, in a small fraction of the time.
 
-Run: ``python benchmarks/bench_runner.py``; writes benchmarks/results/runner.md and runner.png.
+Run: ``python benchmarks/bench_runner.py`` (``make bench``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-OUT = Path(__file__).parent / "results"
-SAMPLES = (1, 3, 7, 14)  # x 700 prompts: 700 ... 9,800 clips
+import common
+
+SAMPLES = (1, 2, 4, 8)  # x 700 prompts: 700 ... 5,600 clips
 CHILD = """
 import json, resource, sys, time
 from ttaeval.runner import RunConfig, run
@@ -55,35 +54,30 @@ def main() -> None:
             res = one_run(Path(tmp) / f"run{k}", k)
             rows.append({"clips": 700 * k, **res})
             print(rows[-1], flush=True)
-        rerun = one_run(Path(tmp) / f"run{SAMPLES[-1]}", SAMPLES[-1])
+        largest = Path(tmp) / f"run{SAMPLES[-1]}"
+        reruns = [one_run(largest, SAMPLES[-1]) for _ in range(1 + common.REPEATS)][1:]  # first: warm-up
     first = rows[-1]
-    ratio = rerun["seconds"] / first["seconds"]
-    OUT.mkdir(exist_ok=True)
-    lines = [
-        "# ttaeval run: cost against the number of clips",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}. Command: `python benchmarks/bench_runner.py` "
-        f"({time.strftime('%Y-%m-%d')}). One fresh process per row; `synth:all` (700 prompts) x samples, "
-        "1 s clips, `signal` scorer, batch 64.",
-        "",
-        "| clips | wall s | ms / clip | peak RSS MiB |",
-        "|---|---|---|---|",
+    t_rerun = common.Timing.of([r["seconds"] for r in reruns])
+    t_first = common.Timing.of([first["seconds"]])
+    share = t_rerun.median / t_first.median
+    computed = sum(r["computed"] + r["generated"] for r in reruns)
+    result = common.Row(
+        f"Re-running a finished `ttaeval run` ({first['clips']} clips)", t_rerun, t_first,
+        "the first run (once)", share, "≤ 0.05", share <= 0.05 and computed == 0,
+        f"{100 * share:.1f}% of the first run; {computed} clips generated or scored again",
+    )  # fmt: skip
+    table = ["| clips | wall s | ms / clip | peak RSS MiB |", "|---|---|---|---|"]
+    table += [
+        f"| {r['clips']} | {r['seconds']:.1f} | {1000 * r['seconds'] / r['clips']:.2f} | {r['peak_mib']:.0f} |"  # noqa: E501
+        for r in rows
     ]
-    for r in rows:
-        per_clip = 1000 * r["seconds"] / r["clips"]
-        lines.append(f"| {r['clips']} | {r['seconds']:.1f} | {per_clip:.2f} | {r['peak_mib']:.0f} |")
-    lines += [
-        "",
-        f"Re-running the finished {first['clips']}-clip run: {rerun['seconds']:.2f} s, "
-        f"{rerun['computed']} scores computed, {rerun['generated']} clips generated, "
-        f"{rerun['skipped']} already complete -> **{100 * ratio:.1f}%** of the first run's time "
-        "(target ≤ 5%).",
-        "",
-        "![cost curves](runner.png)",
-        "",
-    ]
-    (OUT / "runner.md").write_text("\n".join(lines))
+    details = f"""One fresh process per row (`ttaeval.runner.run`): `synth:all` (700 prompts) x samples
+per prompt, 1 s clips from the `synth` generator, the `signal` scorer (so the runner's own costs —
+generating, writing, planning, committing — are what is measured), batch 64; peak memory is the
+process's `ru_maxrss`. Expected: time linear in clips, memory flat. The re-run row starts the largest
+finished run again {1 + common.REPEATS} times (the first is the warm-up).
+
+""" + "\n".join(table)
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 3.2))
@@ -92,13 +86,17 @@ def main() -> None:
     a.plot(clips, [r["seconds"] for r in rows], marker="o")
     a.set_xlabel("clips")
     a.set_ylabel("wall time (s)")
+    a.set_ylim(bottom=0)
     b.plot(clips, [r["peak_mib"] for r in rows], marker="o")
     b.set_xlabel("clips")
     b.set_ylabel("peak RSS (MiB)")
     b.set_ylim(bottom=0)
+    fig.suptitle("ttaeval run: time and peak memory vs number of clips")
     fig.tight_layout()
-    fig.savefig(OUT / "runner.png", dpi=90)
-    print((OUT / "runner.md").read_text())
+    fig.savefig(common.RESULTS / "runner.png", dpi=90)
+    common.save(
+        "runner", "ttaeval run: cost vs number of clips, and re-running", [result], details, ["runner.png"]
+    )
 
 
 if __name__ == "__main__":

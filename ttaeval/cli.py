@@ -445,6 +445,40 @@ def correlate(
 
 
 @app.command()
+def fad(
+    generated: Annotated[Path, typer.Argument(help="Folder of generated audio.")],
+    reference: Annotated[Path, typer.Argument(help="Folder of reference audio.")],
+    embedder: Annotated[
+        str, typer.Option("--embedder", help="NAME[,KEY=VALUE]: mini, vggish,checkpoint=PATH, panns,...")
+    ] = "mini",
+    workers: Annotated[int, typer.Option(min=1, help="Threads decoding and resampling files.")] = 4,
+) -> None:
+    """FAD between two folders of audio (decode, resample, embed, Frechet distance), like fadtk.
+
+    Prints the FAD on stdout; files that cannot be read are named on stderr and left out (exit 1)."""
+    from ttaeval.folder_fad import embedder_from_spec, folder_fad
+
+    try:
+        model = embedder_from_spec(embedder)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise _usage_error(str(exc).strip("'\"")) from None
+    try:
+        result = folder_fad(generated, reference, model, workers=workers)
+    except (NotADirectoryError, ValueError) as exc:
+        raise _usage_error(str(exc)) from None
+    errors = result.generated.errors + result.reference.errors
+    for message in errors:
+        console.print(f"[yellow]left out:[/yellow] {message}", highlight=False)
+    console.print(
+        f"FAD ({model.name}) of {result.generated.files} generated against {result.reference.files} "
+        "reference files",
+        highlight=False,
+    )
+    print(f"{result.fad:.6f}")
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
 def protocols(
     explain: Annotated[str | None, typer.Option("--explain", help="Print one protocol in full.")] = None,
 ) -> None:
