@@ -76,6 +76,18 @@ class Row:
     note: str = ""
 
 
+def reference_package(name: str):
+    """Import a published package an anchor runs (``make test`` installs them); a clear exit if absent."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"{name} is not installed ({exc}); `make test` installs the reference packages"
+        ) from None
+
+
 def machine() -> str:
     import numpy
     import torch
