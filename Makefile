@@ -37,11 +37,12 @@ demo: $(VENV)/.installed
 	$(BIN)/ttaeval report $(DEMO)/run --out $(DEMO)/report --baseline clean --title "ttaeval demo: the mini world"
 	sed -n '1,/^$$/p' $(DEMO)/leaderboard.md
 
+# Every benchmark script against its anchor, then benchmarks/RESULTS.md from their rows (issue 9).
+BENCHES := frechet clap_laion fad_folder judge runner grpo profiles
 bench: $(VENV)/.installed
-	$(PY) benchmarks/bench_frechet.py
-	$(PY) benchmarks/bench_clap_laion.py
-	$(PY) benchmarks/bench_judge.py
-	$(PY) benchmarks/bench_runner.py
+	@start=$$(date +%s); for b in $(BENCHES); do \
+	  echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py || exit 1; done; \
+	$(PY) benchmarks/make_results.py $$(( $$(date +%s) - start )) > /dev/null; echo "wrote benchmarks/RESULTS.md"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ttaeval resonate_train tests benchmarks

@@ -1,0 +1,168 @@
+"""GRPO step cost: a slow reward (the LALM judge on its own device) overlapped with sampling and
+training, and step time against group size.
+
+The trainer runs on one core (``torch.set_num_threads(1)``) and the judge (``judge:mini``'s weighted
+total: caption, events, relation and quality questions) in a ``ttaeval judge serve`` process on the
+other (``OMP_NUM_THREADS=1``), reached through ``judge:http`` — the setting of a trainer GPU and a
+judge GPU or server, scaled down. Measured, per step (median of the steps after the first):
+
+- sampling + training: the same steps with an instant reward (``signal#peak``);
+- scoring: the judge scoring one step's clips alone (the rollouts of a step, decoded);
+- the step with the judge reward, on-policy (scoring overlaps sampling only micro-batch by micro-batch)
+  and with ``overlap_rewards`` (the next step is sampled while this one is scored).
+
+Target: overlapped step ≤ 1.1 x max(sampling + training, scoring). Then the curve: on-policy step time
+with the instant reward for group sizes 2 ... 16 (2 prompts a step).
+
+Run: ``python benchmarks/bench_grpo.py`` (``make bench``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import common
+from resonate_train.grpo import GRPOConfig, GRPOTrainer
+from resonate_train.rewards import Rewards
+
+STEPS = 1 + common.REPEATS  # the first step is the warm-up
+BASE = str(Path(__file__).resolve().parents[1] / "resonate_train" / "weights" / "resonate_mini")
+JUDGE = "#total@1.0"
+ROLLOUT_STEPS = 4
+DELAY = 1.0
+
+
+def config(reward: str, **kw) -> GRPOConfig:
+    settings = dict(
+        base=BASE, rewards=[reward], prompts="synth:train", prompt_limit=16, prompts_per_step=2,
+        group_size=4, rollout_steps=ROLLOUT_STEPS, rollout_batches=2, eval_every=0, checkpoint_every=1000,
+        steps=STEPS,
+    )  # fmt: skip
+    return GRPOConfig(**{**settings, **kw})
+
+
+def step_times(cfg: GRPOConfig, out: Path) -> common.Timing:
+    GRPOTrainer(cfg, out, log=lambda _m: None).train()
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return common.Timing.of([r["seconds"] for r in records[1:]])
+
+
+def start_judge(*extra: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "ttaeval", "judge", "serve", "--port", "0", *extra]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc.stdout.readline()  # "serving judge_mini on http://..."
+    spec = proc.stdout.readline().strip().removeprefix("scorer spec: ")
+    if not spec.startswith("judge:http"):
+        proc.kill()
+        raise SystemExit(f"ttaeval judge serve did not start: {spec!r}")
+    return proc, spec + ",top_logprobs=1000,timeout=60"
+
+
+def scoring_time(spec: str, root: Path) -> common.Timing:
+    """The judge scoring one step's clips (a step's rollouts, decoded), alone."""
+    trainer = GRPOTrainer(config("signal#peak", steps=1), root / "probe", log=lambda _m: None)
+    idx, seeds = trainer._plan(0)
+    ro = trainer.rollout(idx.tolist(), seeds.tolist())
+    audio = trainer.system.decode(ro.xs[-1], trainer.duration)
+    prompts = [trainer.prompts[i] for i in idx]
+    rewards = Rewards([spec + JUDGE])
+    return common.timed(lambda: rewards(audio, trainer.system.sample_rate, prompts))[0][1]
+
+
+def with_judge(root: Path, name: str, *server_args: str) -> dict[str, common.Timing]:
+    """Scoring alone, then on-policy and overlapped steps, against one judge server."""
+    server, spec = start_judge(*server_args)
+    try:
+        return {
+            "score": scoring_time(spec, root / name),
+            "sync": step_times(config(spec + JUDGE), root / name / "sync"),
+            "overlap": step_times(config(spec + JUDGE, overlap_rewards=True), root / name / "overlap"),
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t_fast = step_times(config("signal#peak"), root / "fast")
+        judges = {
+            "judge-mini": with_judge(root, "plain"),
+            f"judge-mini + {DELAY} s a request": with_judge(
+                root, "slow", "--fault", f"delay,seconds={DELAY}"
+            ),
+        }
+        curve = []
+        for g in (2, 4, 8, 16):
+            cfg = config("signal#peak", group_size=g, prompts_per_step=1, steps=3)
+            curve.append((g, step_times(cfg, root / f"g{g}")))
+    rows = []
+    for name, t in judges.items():
+        bound = max(t_fast.median, t["score"].median)
+        share = t["overlap"].median / bound
+        rows.append(common.Row(
+            f"GRPO step, reward from a judge server ({name}), overlap_rewards", t["overlap"], None,
+            "max(sampling + training, scoring)", share, "≤ 1.1", share <= 1.1,
+            f"bound {bound:.2f} s = max({t_fast.median:.2f}, {t['score'].median:.2f}); on-policy step "
+            f"{t['sync'].median:.2f} s = {t['sync'].median / bound:.2f} x the bound",
+        ))  # fmt: skip
+    table = ["| group size | clips a step | step s |", "|---|---|---|"]
+    table += [f"| {g} | {g} | {t} |" for g, t in curve]
+    per_step = [f"| sampling + training (instant reward `signal#peak`) | {t_fast} |"]
+    for name, t in judges.items():
+        per_step += [
+            f"| {name}: scoring one step's 8 clips alone | {t['score']} |",
+            f"| {name}: step, on-policy | {t['sync']} |",
+            f"| {name}: step, `overlap_rewards = true` | {t['overlap']} |",
+        ]
+    details = (
+        f"""Trainer: resonate-mini, 2 prompts x 4 clips a step in 2 rollout batches, {ROLLOUT_STEPS} SDE
+steps, one core. Judge: `ttaeval judge serve` (judge-mini) on the other core, `judge:http ... #total`
+(caption, events, relation and quality questions: ~5 requests a clip, 8 at a time). The slow judge
+is the same server answering every request {DELAY} s late (its `--fault delay`): a stand-in for a
+7B LALM, whose scoring takes longer than the policy's sampling and training. {STEPS} steps per
+setting; the first is the warm-up (it cannot overlap: nothing was sampled before it).
+
+| per step | seconds |
+|---|---|
+"""
+        + "\n".join(per_step)
+        + """
+
+On-policy, a step waits for its last micro-batch's rewards before it trains, so a slow reward adds
+to the step; with `overlap_rewards` the next step's rollouts are sampled while this step is scored
+(one step off-policy, corrected by the PPO ratio), and the step costs the larger of the two.
+
+Step time against group size (on-policy, instant reward, 1 prompt a step, 3 steps of which the
+first is the warm-up): expected linear in clips.
+
+"""
+        + "\n".join(table)
+    )
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.4))
+    ax = fig.subplots()
+    ax.plot([g for g, _ in curve], [t.median for _, t in curve], marker="o")
+    ax.set_xlabel("group size (clips per prompt; 1 prompt a step)")
+    ax.set_ylabel("seconds per step (median)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("GRPO step time vs group size")
+    fig.tight_layout()
+    fig.savefig(common.RESULTS / "grpo.png", dpi=90)
+    title = "GRPO: a slow reward overlapped, and step time vs group size"
+    common.save("grpo", title, rows, details, ["grpo.png"])
+
+
+if __name__ == "__main__":
+    main()
