@@ -102,24 +102,6 @@ class _Payload:
     """A class a checkpoint would need to unpickle: code, not tensors."""
 
 
-def test_written_out_qk_norm_equals_torchs_rmsnorm_values_and_gradients():
-    """The QK-norm is written out for speed (benchmarks/RESULTS.md); it must stay nn.RMSNorm exactly."""
-    from resonate_train.model.fluxaudio import _rms_norm
-
-    torch.manual_seed(0)
-    norm = torch.nn.RMSNorm(32, eps=1e-6)
-    torch.nn.init.normal_(norm.weight, 1.0, 0.1)
-    x = torch.randn(4, 158, 3 * 3 * 32).view(4, 158, 3, 3, 32).permute(2, 0, 3, 1, 4)[0]  # strided, per head
-    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    ours, theirs = _rms_norm(a, norm), norm(b)
-    assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)
-    ours.square().sum().backward()
-    grad_w = norm.weight.grad.clone()
-    norm.weight.grad = None
-    theirs.square().sum().backward()
-    assert torch.allclose(a.grad, b.grad, atol=1e-5) and torch.allclose(grad_w, norm.weight.grad, rtol=1e-5)
-
-
 def test_euler_integrates_an_exact_linear_flow_to_the_data_point():
     x0 = torch.tensor([[0.3, -1.2, 2.0]])
 
