@@ -95,7 +95,7 @@ def main(n: int = 32) -> None:
         )
     speed = t_theirs.median / t_ours.median
     rel = abs(v_ours - v_theirs) / abs(v_theirs)
-    note = f"{speed:.2f}x faster; FAD {v_ours:.4f} vs {v_theirs:.4f} (rel. {rel:.1e}: soxr vs resampy)"
+    note = f"{speed:.2f}x faster; FAD {v_ours:.4g} vs {v_theirs:.4g} (rel. {rel:.1e}: soxr vs resampy)"
     row = common.Row(
         f"Folder FAD, 2 x {n} clips of {SECONDS} s at 44.1 kHz (VGGish)", t_ours, t_theirs,
         "frechet-audio-distance 0.3.4 FrechetAudioDistance.score", t_ours.median / t_theirs.median,
@@ -104,7 +104,8 @@ def main(n: int = 32) -> None:
     details = f"""Two folders of {n} wav files each ({SECONDS} s, 44.1 kHz, 16-bit), a random VGGish (the
 released architecture) saved once and loaded by both sides. {common.REPEATS} repeats after a warm-up, both
 sides in turn. The FAD values differ only through resampling (soxr HQ vs resampy kaiser_best) and
-float32 vs float64 statistics: {v_ours:.5f} vs {v_theirs:.5f}."""
+float32 vs float64 statistics: {v_ours:.5g} vs {v_theirs:.5g} (random weights give small embeddings,
+hence small distances). Both sides use this machine's torch threads (all cores)."""
     common.save("fad_folder", "Folder FAD: ttaeval fad vs frechet-audio-distance", [row], details)
 
 

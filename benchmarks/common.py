@@ -98,9 +98,10 @@ def machine() -> str:
         cpu = names[0].split(":", 1)[1].strip() if names else cpu
     except OSError:
         pass
+    where = "CUDA" if torch.cuda.is_available() else "CPU"
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), numpy {numpy.__version__}"
+        f"on {where}, numpy {numpy.__version__}"
     )
 
 
