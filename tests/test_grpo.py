@@ -312,3 +312,18 @@ def test_shipped_studies_name_shipped_systems_scorers_and_training_logs(path, mo
     assert set(cfg.trained_on) == set(cfg.training) == set(cfg.systems) - {cfg.baseline, cfg.reference}
     for folder in cfg.training.values():
         assert (root / folder / "train_log.jsonl").is_file()
+
+
+def test_the_recheck_run_pairs_clip_for_clip_with_the_study():
+    """recheck_grpo_clap.toml scores a re-trained grpo_clap with the study's suite, seed and batches, so
+    its clips share their noise with the shipped checkpoint's in runs/compare_mini (issue 8)."""
+    from resonate_train.compare import CompareConfig
+    from ttaeval.runner import RunConfig
+
+    recheck = RunConfig.from_toml(CONFIGS / "recheck_grpo_clap.toml")
+    study = CompareConfig.from_toml(CONFIGS / "compare_mini.toml")
+    same = ("suite", "seed", "samples_per_prompt", "batch_size", "limit")
+    assert {k: getattr(recheck, k) for k in same} == {k: getattr(study, k) for k in same}
+    assert set(recheck.scorers) <= set(study.scorers)
+    assert recheck.systems == {"grpo_clap_rerun": "resonate:runs/grpo_clap/final"}
+    assert "--out runs/grpo_clap" in (CONFIGS / "grpo_clap.toml").read_text()
