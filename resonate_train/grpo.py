@@ -99,8 +99,9 @@ class GRPOConfig:
     """Sample the next step's rollouts while this step's rewards are scored, so a slow reward (an
     LALM judge on another device or server) costs max(sampling + training, scoring) a step instead
     of their sum. One step off-policy: those rollouts come from the weights before this step's
-    update (their log-probs too, so the PPO ratio corrects for it). A resumed run samples its first
-    step with the checkpoint's weights, so it is not identical to the uninterrupted run."""
+    update (their log-probs too, so the PPO ratio corrects for it; its clip then also acts on a
+    step's first update: watch ``clip_fraction`` with a tight ``clip_range``). A resumed run samples
+    its first step with the checkpoint's weights, so it is not identical to the uninterrupted run."""
     eval_every: int = 10
     """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
     after the last, so a run's reward gain is measured on the same prompts and noise."""
