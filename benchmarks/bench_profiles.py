@@ -36,7 +36,7 @@ def profile(name: str, fn) -> tuple[float, str]:
     profiler.start()
     fn()
     profiler.stop()
-    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    text = profiler.output_text(unicode=False, color=False, show_all=False).replace(f"{ROOT}/", "")
     PROFILES.mkdir(parents=True, exist_ok=True)
     (PROFILES / f"{name}.txt").write_text(text)
     return profiler.last_session.duration, text
