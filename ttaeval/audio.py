@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
@@ -213,6 +213,17 @@ def load_audio(
         raise AudioError(f"{path}: {exc}") from None
     clip = Clip(audio, int(rate), prompt=prompt, source=str(path), warnings=warnings)
     return prepare(clip, sample_rate, channels)
+
+
+def try_load_audio(path: str | Path, **options: Any) -> Clip | str:
+    """``load_audio(path, **options)``, or the reason the file cannot be had, naming it: for readers
+    of many files that keep the good ones and report the rest."""
+    try:
+        return load_audio(path, **options)
+    except AudioError as exc:
+        return str(exc)
+    except OSError as exc:  # a directory where a file is expected, permissions
+        return f"{path}: unreadable: {exc.strerror or exc}"
 
 
 def save_audio(path: str | Path, clip: Clip, subtype: str | None = None) -> Path:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttaeval.audio import AudioError, Clip, ValidationConfig, load_audio
+from ttaeval.audio import Clip, ValidationConfig, try_load_audio
 from ttaeval.embedders import Embedder, get_embedder
 from ttaeval.folder import audio_files
 from ttaeval.frechet import GaussianStats
@@ -73,12 +73,7 @@ def folder_stats(
     rate, channels = embedder.sample_rate, embedder.channels
 
     def load(path: Path) -> Clip | str:
-        try:
-            return load_audio(path, sample_rate=rate, channels=channels, validation=validation)
-        except AudioError as exc:
-            return str(exc)
-        except OSError as exc:  # a directory named like audio, permissions
-            return f"{path}: unreadable: {exc.strerror or exc}"
+        return try_load_audio(path, sample_rate=rate, channels=channels, validation=validation)
 
     result = FolderStats(None, 0)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

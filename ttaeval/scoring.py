@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ttaeval.audio import AudioError, Clip, ValidationConfig, load_audio, prepare
+from ttaeval.audio import Clip, ValidationConfig, prepare, try_load_audio
 from ttaeval.folder import AudioItem
 from ttaeval.scorers.base import Scorer, ScoreResult
 from ttaeval.store import ClipRecord, RunStore, prompt_key_for
@@ -121,14 +121,7 @@ def score_and_commit(
 
 def _load(item: AudioItem, validation: ValidationConfig) -> Clip | str:
     """The clip, or the reason it cannot be had."""
-    if item.error:
-        return item.error
-    try:
-        return load_audio(item.path, prompt=item.prompt, validation=validation)
-    except AudioError as exc:
-        return str(exc)
-    except OSError as exc:  # a directory where a file is expected, permissions
-        return f"{item.path}: unreadable: {exc.strerror or exc}"
+    return item.error or try_load_audio(item.path, prompt=item.prompt, validation=validation)
 
 
 def _score_missing(

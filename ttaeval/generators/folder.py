@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttaeval.audio import AudioError, Clip, load_audio
+from ttaeval.audio import Clip, try_load_audio
 from ttaeval.folder import audio_files
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
 from ttaeval.prompts import Prompt
@@ -94,10 +94,6 @@ class FolderGenerator(Generator):
             if isinstance(path, str):
                 out.append(GenerationFailure(path))
                 continue
-            try:
-                out.append(load_audio(path, prompt=prompt, validation=validation))
-            except AudioError as exc:
-                out.append(GenerationFailure(str(exc)))
-            except OSError as exc:
-                out.append(GenerationFailure(f"{path}: unreadable: {exc.strerror or exc}"))
+            got = try_load_audio(path, prompt=prompt, validation=validation)
+            out.append(GenerationFailure(got) if isinstance(got, str) else got)
         return out
