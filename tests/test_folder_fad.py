@@ -8,7 +8,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from helpers import tone
-from ttaeval import Clip
+from ttaeval.audio import load_audio
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
 from ttaeval.folder_fad import embedder_from_spec, folder_fad
@@ -34,11 +34,8 @@ def folders(tmp_path_factory):
 def test_folder_fad_equals_fad_of_the_loaded_clips_whatever_the_chunk(folders):
     gen, ref = folders
     embedder = get_embedder("mini")
-    load = lambda folder: [  # noqa: E731
-        Clip(*(lambda a, r: (a.T[None] if a.ndim == 1 else a.T, r))(*sf.read(p, dtype="float32")))
-        for p in sorted(folder.glob("*.wav"))
-    ]
-    expected = frechet_audio_distance(embedder, load(gen), load(ref))
+    clips = [[load_audio(p) for p in sorted(folder.glob("*.wav"))] for folder in (gen, ref)]
+    expected = frechet_audio_distance(embedder, *clips)  # every clip in memory at once
     for chunk in (3, 64):
         got = folder_fad(gen, ref, embedder, chunk=chunk, workers=2)
         assert got.fad == pytest.approx(expected, rel=1e-5)
