@@ -9,7 +9,8 @@ judge GPU or server, scaled down. Measured, per step (median of the steps after 
 - sampling + training: the same steps with an instant reward (``signal#peak``);
 - scoring: the judge scoring one step's clips alone (the rollouts of a step, decoded);
 - the step with the judge reward, on-policy (scoring overlaps sampling only micro-batch by micro-batch)
-  and with ``overlap_rewards`` (the next step is sampled while this one is scored).
+  and with ``overlap_rewards`` (the next step is sampled while this one is scored), with one and with
+  two ``reward_workers`` (micro-batches scored at once).
 
 Target: overlapped step ≤ 1.1 x max(sampling + training, scoring). Then the curve: on-policy step time
 with the instant reward for group sizes 2 ... 16 (2 prompts a step).
@@ -84,7 +85,10 @@ def with_judge(root: Path, name: str, *server_args: str) -> dict[str, common.Tim
         return {
             "score": scoring_time(spec, root / name),
             "sync": step_times(config(spec + JUDGE), root / name / "sync"),
-            "overlap": step_times(config(spec + JUDGE, overlap_rewards=True), root / name / "overlap"),
+            "overlap1": step_times(config(spec + JUDGE, overlap_rewards=True), root / name / "overlap1"),
+            "overlap": step_times(
+                config(spec + JUDGE, overlap_rewards=True, reward_workers=2), root / name / "overlap"
+            ),
         }
     finally:
         server.terminate()
@@ -111,10 +115,12 @@ def main() -> None:
         bound = max(t_fast.median, t["score"].median)
         share = t["overlap"].median / bound
         rows.append(common.Row(
-            f"GRPO step, reward from a judge server ({name}), overlap_rewards", t["overlap"], None,
+            f"GRPO step, reward from a judge server ({name}), overlap_rewards, 2 reward workers",
+            t["overlap"], None,
             "max(sampling + training, scoring)", share, "≤ 1.1", share <= 1.1,
             f"bound {bound:.2f} s = max({t_fast.median:.2f}, {t['score'].median:.2f}); on-policy step "
-            f"{t['sync'].median:.2f} s = {t['sync'].median / bound:.2f} x the bound",
+            f"{t['sync'].median:.2f} s = {t['sync'].median / bound:.2f} x the bound; overlapped with 1 "
+            f"reward worker {t['overlap1'].median:.2f} s = {t['overlap1'].median / bound:.2f} x",
         ))  # fmt: skip
     table = ["| group size | clips a step | step s |", "|---|---|---|"]
     table += [f"| {g} | {g} | {t} |" for g, t in curve]
@@ -123,7 +129,8 @@ def main() -> None:
         per_step += [
             f"| {name}: scoring one step's 8 clips alone | {t['score']} |",
             f"| {name}: step, on-policy | {t['sync']} |",
-            f"| {name}: step, `overlap_rewards = true` | {t['overlap']} |",
+            f"| {name}: step, `overlap_rewards = true`, `reward_workers = 1` | {t['overlap1']} |",
+            f"| {name}: step, `overlap_rewards = true`, `reward_workers = 2` | {t['overlap']} |",
         ]
     details = (
         f"""Trainer: resonate-mini, 2 prompts x 4 clips a step in 2 rollout batches, {ROLLOUT_STEPS} SDE
@@ -141,7 +148,10 @@ setting; the first is the warm-up (it cannot overlap: nothing was sampled before
 
 On-policy, a step waits for its last micro-batch's rewards before it trains, so a slow reward adds
 to the step; with `overlap_rewards` the next step's rollouts are sampled while this step is scored
-(one step off-policy, corrected by the PPO ratio), and the step costs the larger of the two.
+(one step off-policy, corrected by the PPO ratio), and the step costs the larger of the two. With one
+reward worker a step's two micro-batches are scored one after the other, each leaving concurrency
+slots idle in its last round of requests; with two, the second's requests fill them (`judge:http`
+keeps one bound on requests in flight across both).
 
 Step time against group size (on-policy, instant reward, 1 prompt a step, 3 steps of which the
 first is the warm-up): expected linear in clips.

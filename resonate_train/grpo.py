@@ -102,6 +102,10 @@ class GRPOConfig:
     update (their log-probs too, so the PPO ratio corrects for it; its clip then also acts on a
     step's first update: watch ``clip_fraction`` with a tight ``clip_range``). A resumed run samples
     its first step with the checkpoint's weights, so it is not identical to the uninterrupted run."""
+    reward_workers: int = 1
+    """Micro-batches scored at once. 1 suits a reward computed on this machine (a second thread would
+    only compete for its cores); a remote judge (``judge:http``) gains from 2: the next micro-batch's
+    requests fill the concurrency slots the last round of the previous one leaves idle."""
     eval_every: int = 10
     """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
     after the last, so a run's reward gain is measured on the same prompts and noise."""
@@ -148,7 +152,7 @@ class GRPOTrainer:
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
-        self.rewards = Rewards(cfg.rewards)
+        self.rewards = Rewards(cfg.rewards, workers=cfg.reward_workers)
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint

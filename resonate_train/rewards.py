@@ -47,11 +47,14 @@ class RewardTerm:
 class Rewards:
     """Score generated audio with one or more weighted scorer metrics; can run in the background."""
 
-    def __init__(self, specs: Sequence[str]) -> None:
+    def __init__(self, specs: Sequence[str], workers: int = 1) -> None:
+        """``workers``: batches ``submit`` scores at once (in order of submission when 1)."""
         if not specs:
             raise ValueError("give at least one reward (e.g. clap:mini@1.0)")
+        if workers < 1:
+            raise ValueError(f"reward workers must be >= 1, got {workers}")
         self.terms = [RewardTerm.parse(s) for s in specs]
-        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pool = ThreadPoolExecutor(max_workers=workers)
 
     def __call__(
         self, audio: np.ndarray, rate: int, prompts: Sequence[Prompt]

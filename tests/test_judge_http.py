@@ -115,6 +115,35 @@ def test_http_scores_equal_hf_scores_on_the_same_model(server, reference):
     assert "127.0.0.1" not in scorer.id and "timeout" not in scorer.id
 
 
+def test_calls_from_several_threads_share_one_bound_on_requests_in_flight(server, reference):
+    """A GRPO trainer with reward_workers=2 scores two micro-batches at once through one scorer: their
+    requests together stay within ``concurrency``, and each call still gets its own clips' scores."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    scorer = http_judge(server, concurrency=3)
+    lock, in_flight, peak = threading.Lock(), [0], [0]
+    ask = scorer.ask
+
+    def counted(*args):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            time.sleep(0.05)  # hold the slot long enough for the calls to overlap
+            return ask(*args)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    scorer.ask = counted
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda _: scorer.score(CLIPS), range(4)))
+    for got in results:
+        assert_same_results(got, reference)
+    assert peak[0] == 3  # the bound is reached (the calls overlap) and never passed
+
+
 @pytest.mark.parametrize(
     "spec",
     [

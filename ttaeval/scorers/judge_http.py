@@ -165,7 +165,8 @@ class HTTPJudgeScorer(JudgeScorer):
     """Candidates listed per answer (OpenAI and vLLM allow 20 by default); enters the id, since a
     candidate outside the top k reads as probability 0."""
     concurrency: int = 8
-    """Requests in flight at once."""
+    """Requests in flight at once, across all of this scorer's calls (batches scored from several
+    threads, as a GRPO trainer's ``reward_workers`` do, share the bound and fill each other's idle slots)."""
     timeout: float = 60.0
     """Seconds to wait for the server at each step of a request (connect, each read)."""
     retries: int = 3
@@ -192,6 +193,7 @@ class HTTPJudgeScorer(JudgeScorer):
         self._parts = parts
         self._path = parts.path.rstrip("/") + "/chat/completions"
         self._rng = random.Random()  # jitter only; never touches the global random state
+        self._requests = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge-http")
 
     def backend_identity(self) -> dict[str, object]:
         return {"served_model": self.served_model, "top_logprobs": self.top_logprobs}
@@ -208,8 +210,7 @@ class HTTPJudgeScorer(JudgeScorer):
             wavs.append(encoded[key])
         if not questions:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(questions))) as pool:
-            return list(pool.map(lambda wq: self.ask(wq[0], wq[1], tokens), zip(wavs, questions)))
+        return list(self._requests.map(lambda wq: self.ask(wq[0], wq[1], tokens), zip(wavs, questions)))
 
     def payload(self, wav_base64: str, question: str) -> bytes:
         """The request body for one question about one clip."""
