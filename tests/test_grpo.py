@@ -145,6 +145,20 @@ def test_overlap_rewards_samples_the_next_step_while_this_one_is_scored(base, tm
     assert all(v == v for k, v in off[1].items())
 
 
+def test_two_reward_workers_train_exactly_as_one(base, tmp_path):
+    """reward_workers only changes how many micro-batches are scored at once, never which reward a clip
+    gets or the order the trainer reads them in."""
+    from resonate_train.rewards import Rewards
+
+    for workers in (1, 2):
+        cfg = _cfg(base, steps=1, eval_every=0, reward_workers=workers)
+        GRPOTrainer(cfg, tmp_path / str(workers), log=lambda _: None).train()
+    one, two = ({k: v for k, v in _log(tmp_path / w)[0].items() if k != "seconds"} for w in "12")
+    assert one == two
+    with pytest.raises(ValueError, match="reward workers must be >= 1"):
+        Rewards(["signal#peak"], workers=0)
+
+
 def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_path):
     from resonate_train.dpo import DPOConfig, DPOTrainer
 
@@ -314,16 +328,22 @@ def test_shipped_studies_name_shipped_systems_scorers_and_training_logs(path, mo
         assert (root / folder / "train_log.jsonl").is_file()
 
 
-def test_the_recheck_run_pairs_clip_for_clip_with_the_study():
-    """recheck_grpo_clap.toml scores a re-trained grpo_clap with the study's suite, seed and batches, so
-    its clips share their noise with the shipped checkpoint's in runs/compare_mini (issue 8)."""
+@pytest.mark.parametrize(
+    ("recipe", "trained"), [("grpo_clap", "runs/grpo_clap"), ("dpo_clap", "runs/recheck/dpo_clap")]
+)
+def test_the_recheck_runs_pair_clip_for_clip_with_the_study(recipe: str, trained: str):
+    """recheck_{recipe}.toml scores a re-trained recipe with the study's suite, seed and batches, so its
+    clips share their noise with the shipped checkpoint's in runs/compare_mini (issue 8)."""
     from resonate_train.compare import CompareConfig
     from ttaeval.runner import RunConfig
 
-    recheck = RunConfig.from_toml(CONFIGS / "recheck_grpo_clap.toml")
+    recheck = RunConfig.from_toml(CONFIGS / f"recheck_{recipe}.toml")
     study = CompareConfig.from_toml(CONFIGS / "compare_mini.toml")
     same = ("suite", "seed", "samples_per_prompt", "batch_size", "limit")
     assert {k: getattr(recheck, k) for k in same} == {k: getattr(study, k) for k in same}
     assert set(recheck.scorers) <= set(study.scorers)
-    assert recheck.systems == {"grpo_clap_rerun": "resonate:runs/grpo_clap/final"}
-    assert "--out runs/grpo_clap" in (CONFIGS / "grpo_clap.toml").read_text()
+    assert recheck.systems == {f"{recipe}_rerun": f"resonate:{trained}/final"}
+    assert (
+        f"--out {trained}"
+        in (CONFIGS / f"{recipe}.toml").read_text() + (CONFIGS / f"recheck_{recipe}.toml").read_text()
+    )
