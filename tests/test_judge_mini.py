@@ -9,6 +9,7 @@ weights still behave that way, and a few-step run of the recipe checks that it w
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,8 +38,22 @@ def test_the_shipped_folder_is_small_safetensors_with_its_measured_numbers(judge
     assert judge.id.startswith("judge:mini@2,") and "weights=" in judge.id
 
 
+def test_judge_mini_v1_is_kept_for_the_runs_trained_with_it(judge):
+    """The study's judge-reward fine-tunes were trained and scored with the first judge-mini: it loads as
+    judge:mini-v1, other weights than judge:mini, and the study and its recipes name it."""
+    from ttaeval.scorers.judge_hf import MiniV1JudgeScorer
+
+    v1 = get_scorer("judge:mini-v1")
+    assert isinstance(v1, MiniV1JudgeScorer) and v1.id.startswith("judge:mini-v1@2,")
+    assert v1.identity_options()["weights"] != judge.identity_options()["weights"]
+    configs = Path(__file__).resolve().parents[1] / "resonate_train" / "configs"
+    for name in ("compare_mini", "compare_mini_seen", "grpo_judge_aqa", "grpo_judge_total"):
+        text = (configs / f"{name}.toml").read_text()
+        assert "judge:mini-v1" in text and '"judge:mini"' not in text and '"judge:mini#' not in text
+
+
 def test_judge_mini_hears_which_events_are_there_and_rates_degraded_audio_lower(judge):
-    """What the shipped judge-mini does reliably (metrics.json: quality Spearman 0.94, presence 0.70)."""
+    """What the shipped judge-mini does reliably (metrics.json: quality Spearman 0.95, presence 0.82)."""
     from ttaeval.scorers.judge import yes_score
     from ttaeval.synth.scenes import event_description
     from ttaeval.synth.suites import random_event
@@ -77,3 +92,34 @@ def test_the_recipe_writes_a_folder_judge_hf_loads(tmp_path):
     prompt = accuracy_suite()[0]
     (result,) = scorer.score([Clip(render(Scene.from_dict(prompt.attributes["scene"])), 16_000, prompt)])
     assert all(np.isfinite(result.values[m]) for m in ("aqa", "events", "quality", "total")), result.error
+
+
+def test_stage_one_aligns_the_audio_tokens_with_the_event_names_embeddings(monkeypatch):
+    """align_tags trains the projector and the event names' token embeddings with the encoder (held-out
+    presence 0.82 and 0.85 in two runs, against v1's 0.73); the other embedding rows only decay."""
+    import torch
+
+    from ttaeval.synth import train_judge
+
+    cfg = JudgeMiniConfig(
+        scenes=16, degraded=8, encoder_steps=3, encoder_batch=8, steps=1, batch_size=2, workers=1
+    )
+    seen = {}
+    real = train_judge.pretrain_encoder
+
+    def spy(model, cfg, tokenizer, *args):
+        seen["before"] = model.get_input_embeddings().weight.detach().clone()
+        seen["projector"] = model.model.multi_modal_projector.linear.weight.detach().clone()
+        real(model, cfg, tokenizer, *args)
+        seen["after"] = model.get_input_embeddings().weight.detach().clone()
+        seen["projector_after"] = model.model.multi_modal_projector.linear.weight.detach().clone()
+        seen["names"] = sorted({i for ids in train_judge.name_tokens(tokenizer) for i in ids})
+
+    monkeypatch.setattr(train_judge, "pretrain_encoder", spy)
+    train(cfg, log=lambda *a, **k: None)
+    moved = (seen["after"] - seen["before"]).norm(dim=1)
+    names = torch.zeros(len(moved), dtype=torch.bool)
+    names[seen["names"]] = True
+    assert len(seen["names"]) >= len(train_judge.TYPES)
+    assert moved[names].min() > 10 * moved[~names].max()
+    assert not torch.equal(seen["projector"], seen["projector_after"])

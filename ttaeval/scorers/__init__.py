@@ -126,3 +126,9 @@ register_scorer(
     default=True,
     requires=("torch", "transformers"),
 )
+register_scorer(
+    "judge",
+    "mini-v1",
+    "ttaeval.scorers.judge_hf:MiniV1JudgeScorer",
+    requires=("torch", "transformers"),
+)

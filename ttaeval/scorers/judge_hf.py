@@ -164,3 +164,16 @@ class MiniJudgeScorer(HFJudgeScorer):
 
     model: Path | None = JUDGE_MINI
     """The judge-mini folder (default: the one shipped in the package)."""
+
+
+@dataclass
+class MiniV1JudgeScorer(MiniJudgeScorer):
+    """``judge:mini-v1``: the first judge-mini (stage 1 without alignment; held-out presence 0.73, aqa
+    ROC-AUC 0.65: its ``metrics.json``). Kept because the study's judge-reward runs (issue 8,
+    ``resonate_train/configs/grpo_judge_*.toml``) were trained and scored with it: their recipes and
+    reports stay reproducible until they are re-run with the current judge-mini."""
+
+    backend = "mini-v1"
+
+    model: Path | None = JUDGE_MINI.parent / "judge_mini_v1"
+    """The judge-mini v1 folder shipped in the package."""

@@ -8,8 +8,12 @@ window, 64 mel bands at a 20 ms hop, 50 audio tokens a clip. Its processor (Whis
 extractor, a byte-level BPE tokenizer with Qwen's chat and audio placeholder tokens, digits split like
 Qwen's) is built here, offline, so ``judge:hf`` loads the folder exactly as it loads a released Qwen2-Audio.
 
-It is trained to answer the judge's own questions (``JudgeTemplates``) with one token, on clean
-renderings of training scenes (never a held-out combination) and on graded degradations of them:
+Stage 1 stands in for Qwen2-Audio's pretrained encoder and projector: the encoder learns to tag which
+event types sound in each of the 50 audio tokens, scored *after the projector* against the event names'
+token embeddings (plus a time probe and the degradation strength), so the language model starts with
+audio tokens that point at the words naming what they hear. Stage 2 trains the whole model to answer
+the judge's own questions (``JudgeTemplates``) with one token, on clean renderings of training scenes
+(never a held-out combination) and on graded degradations of them:
 
 - ``aqa``: the true caption (sometimes with a TTA-Bench surface perturbation) -> Yes; a corrupted
   one -> No: an event swapped for another type, the order of a sequence reversed (a parallel scene
@@ -38,7 +42,7 @@ import torch
 
 from ttaeval.scorers.judge import TEMPLATES
 from ttaeval.synth.degrade import KINDS, STRENGTHS, degrade
-from ttaeval.synth.events import EVENT_TYPES, RATE
+from ttaeval.synth.events import EVENT_TYPES, RATE, noun_phrase
 from ttaeval.synth.scenes import DURATION, Scene, caption, event_description, occurrences
 from ttaeval.synth.suites import (
     PERTURBATIONS,
@@ -71,11 +75,21 @@ class JudgeMiniConfig:
     """Clean training scenes rendered once (questions about them are drawn anew every step)."""
     degraded: int = 3000
     """Degraded renderings (a random kind and strength each) for the quality questions."""
-    encoder_steps: int = 600
+    encoder_steps: int = 500
     """Stage 1: steps of per-second event tagging + degradation rating on the audio encoder alone."""
     encoder_batch: int = 64
     """Clean clips per stage-1 step (plus half as many degraded ones)."""
-    steps: int = 1800
+    align_tags: bool = True
+    """Stage 1 tags each audio token *as the language model receives it* (after the projector) by its
+    cosine with the mean token embedding of each event type's name (times a learned scale), and trains
+    the projector and those embeddings with the encoder: stage 2 starts with audio tokens that point at
+    the words naming what they hear.
+    False: a linear tagger on the encoder output, thrown away (judge-mini v1's stage 1, with
+    ``time_probe=0``, ``encoder_steps=600``, ``encoder_batch=64``, ``steps=1800``, ``length_groups=1``)."""
+    time_probe: float = 0.5
+    """Weight of a stage-1 loss that reads each audio token's time from it (a linear probe), so the
+    tokens carry *when* as well as *what* (order and count questions need it). 0 = off."""
+    steps: int = 1750
     """Optimiser steps of stage 2."""
     batch_size: int = 24
     """Conversations per step (each one clip and several questions about it)."""
@@ -86,6 +100,9 @@ class JudgeMiniConfig:
     answered with the scene's words: dense supervision that grounds the audio tokens in event names."""
     max_turns: int = 6
     """Questions per conversation at most."""
+    length_groups: int = 3
+    """A step's conversations, sorted by length, run in this many forward passes (gradients summed):
+    the same gradient as one pass, without padding short conversations to the longest."""
     perturb_prob: float = 0.2
     """Probability that a true caption gets one of TTA-Bench's surface perturbations."""
     lr: float = 1.5e-3
@@ -345,39 +362,91 @@ def segment_max(x: torch.Tensor, segments: int) -> torch.Tensor:
     return torch.stack([part.max(1).values for part in x.chunk(segments, dim=1)], dim=1)
 
 
-def pretrain_encoder(model, cfg, scenes, clean_feats, degraded_feats, strengths, rng, log) -> None:
-    """Frame-wise event tagging (what sounds when) and degradation strength, on the encoder alone.
+def name_tokens(tokenizer) -> list[list[int]]:
+    """Per event type (``TYPES`` order): the token ids of its canonical noun, singular and plural, as
+    it appears inside a question (after a space)."""
+    out = []
+    for name in TYPES:
+        words = {f" {noun_phrase(name, count, 0)}" for count in (1, 2)}
+        out.append(sorted({i for w in words for i in tokenizer(w, add_special_tokens=False)["input_ids"]}))
+    return out
 
-    The Qwen2-Audio recipe starts from a trained audio encoder (Whisper's); this is the mini world's
-    stand-in. The two linear heads are thrown away; the encoder keeps what it learned.
+
+class _Tagger(torch.nn.Module):
+    """Stage 1's event tagger. Aligned: logit(token t, type e) = scale * cos(projector(h_t), mean
+    embedding of e's name tokens) + bias_e, on the 50 tokens the language model receives; otherwise a
+    linear layer on the encoder output. Either way per-token logits (batch, tokens, types)."""
+
+    def __init__(self, model, cfg: JudgeMiniConfig, names: list[list[int]]):
+        super().__init__()
+        self.model, self.align = model, cfg.align_tags
+        self.names = names
+        self.bias = torch.nn.Parameter(torch.zeros(len(TYPES)))
+        self.scale = torch.nn.Parameter(torch.tensor(10.0))
+        self.linear = None if cfg.align_tags else torch.nn.Linear(cfg.d_model, len(TYPES))
+
+    def tokens(self, h: torch.Tensor) -> torch.Tensor:
+        """What the language model receives for encoder output ``h`` (aligned) or ``h`` itself."""
+        return self.model.model.multi_modal_projector(h) if self.align else h
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.linear is not None:
+            return self.linear(tokens)
+        table = self.model.get_input_embeddings().weight
+        names = torch.stack([table[ids].mean(0) for ids in self.names])
+        tokens = torch.nn.functional.normalize(tokens, dim=-1)
+        return self.scale * tokens @ torch.nn.functional.normalize(names, dim=-1).T + self.bias
+
+
+def pretrain_encoder(model, cfg, tokenizer, scenes, clean_feats, degraded_feats, strengths, rng, log) -> None:
+    """Per-token event tagging (what sounds when), a time probe and degradation strength.
+
+    The Qwen2-Audio recipe starts from a trained audio encoder (Whisper's) and a projector aligned with
+    the language model; this is the mini world's stand-in. The heads are thrown away; the encoder (and,
+    aligned, the projector and the event names' embeddings) keep what they learned.
     """
     encoder = model.model.audio_tower
     frames = encoder(clean_feats[:1].float()).last_hidden_state.shape[1]
     labels = torch.from_numpy(np.stack([frame_labels(s, frames) for s in scenes]))
-    tag, rate = torch.nn.Linear(cfg.d_model, len(TYPES)), torch.nn.Linear(cfg.d_model, len(STRENGTHS))
-    params = [*encoder.parameters(), *tag.parameters(), *rate.parameters()]
+    tagger = _Tagger(model, cfg, name_tokens(tokenizer))
+    width = cfg.hidden if cfg.align_tags else cfg.d_model
+    rate, when = torch.nn.Linear(cfg.d_model, len(STRENGTHS)), torch.nn.Linear(width, 1)
+    params = [*encoder.parameters(), *tagger.parameters(), *rate.parameters(), *when.parameters()]
+    if cfg.align_tags:
+        params += [*model.model.multi_modal_projector.parameters(), model.get_input_embeddings().weight]
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * (1 - s / cfg.encoder_steps)
     )
     strengths_t = torch.from_numpy(np.asarray(strengths))
+    position = torch.linspace(-1, 1, frames)[None, :].expand(cfg.encoder_batch, -1)
     encoder.train()
     for step in range(cfg.encoder_steps):
         i = torch.from_numpy(rng.integers(len(scenes), size=cfg.encoder_batch))
         j = torch.from_numpy(rng.integers(len(strengths), size=cfg.encoder_batch // 2))
         h = encoder(torch.cat([clean_feats[i], degraded_feats[j]]).float()).last_hidden_state
-        tag_loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            segment_max(tag(h[: len(i)]), SEGMENTS), segment_max(labels[i], SEGMENTS)
-        )
+        tokens = tagger.tokens(h[: len(i)])
+        logits = tagger(tokens)
+        if cfg.align_tags:
+            tag_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[i])
+        else:
+            tag_loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                segment_max(logits, SEGMENTS), segment_max(labels[i], SEGMENTS)
+            )
+        time_loss = torch.nn.functional.mse_loss(when(tokens)[..., 0], position)
         rate_loss = torch.nn.functional.cross_entropy(rate(h[len(i) :].mean(1)), strengths_t[j])
-        loss = tag_loss + 0.5 * rate_loss
+        loss = tag_loss + 0.5 * rate_loss + cfg.time_probe * time_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.encoder_steps - 1:
-            log(f"encoder step {step:4d}  tag {tag_loss.item():.3f}  rate {rate_loss.item():.3f}", flush=True)
+            log(
+                f"encoder step {step:4d}  tag {tag_loss.item():.3f}  time {time_loss.item():.3f}  "
+                f"rate {rate_loss.item():.3f}",
+                flush=True,
+            )
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -388,31 +457,37 @@ def _chat_text(processor, question: str, audio_tokens: int) -> str:
     return text.replace("<|AUDIO|>", "<|AUDIO|>" * audio_tokens)
 
 
-def _sft_batch(
-    processor, chats: list[list[tuple[str, str]]], audio_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded (ids, mask, labels) of conversations about one clip each; labels only on answers.
+def _sft_rows(processor, chats: list[list[tuple[str, str]]], audio_tokens: int) -> list[tuple[list, list]]:
+    """(ids, labels) of conversations about one clip each; labels only on answers.
 
     The first question is tokenised exactly as ``judge:hf`` tokenises a lone question; later turns
     follow in the chat template's format.
     """
-    tok = processor.tokenizer
+    texts = []
+    for chat in chats:
+        for turn, (question, answer) in enumerate(chat):
+            if turn == 0:
+                texts.append(_chat_text(processor, question, audio_tokens))
+            else:
+                texts.append(f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+            texts.append(answer)
+    pieces = iter(processor.tokenizer(texts, add_special_tokens=False)["input_ids"])  # one call: fast
     rows = []
     for chat in chats:
         ids: list[int] = []
         labels: list[int] = []
-        for turn, (question, answer) in enumerate(chat):
-            if turn == 0:
-                text = _chat_text(processor, question, audio_tokens)
-            else:
-                text = f"<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-            prompt = tok(text, add_special_tokens=False)["input_ids"]
-            reply = tok(answer, add_special_tokens=False)["input_ids"]
+        for _ in chat:
+            prompt, reply = next(pieces), next(pieces)
             ids += prompt + reply
             labels += [-100] * len(prompt) + reply
         rows.append((ids, labels))
+    return rows
+
+
+def _left_pad(rows: list[tuple[list, list]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded (ids, mask, labels) of ``_sft_rows``' rows."""
     width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), tok.pad_token_id)
+    ids = torch.full((len(rows), width), pad_id)
     labels = torch.full((len(rows), width), -100)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for k, (row, lab) in enumerate(rows):
@@ -462,7 +537,8 @@ def train(cfg: JudgeMiniConfig, log=print):
     log(f"rendered and featurised {cfg.scenes} + {cfg.degraded} clips in {time.perf_counter() - start:.0f} s")
 
     if cfg.encoder_steps:
-        pretrain_encoder(model, cfg, scenes, clean_feats, degraded_feats, strengths, rng, log)
+        tokenizer = processor.tokenizer
+        pretrain_encoder(model, cfg, tokenizer, scenes, clean_feats, degraded_feats, strengths, rng, log)
         log(f"encoder pretrained at {time.perf_counter() - start:.0f} s")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -482,24 +558,30 @@ def train(cfg: JudgeMiniConfig, log=print):
                 i = int(rng.integers(cfg.scenes))
                 chats.append(conversation(scenes[i], rng, cfg))
                 feats.append(clean_feats[i])
-        ids, mask, labels = _sft_batch(processor, chats, audio_tokens)
-        features = torch.stack(feats).float()
-        hidden = model.model(
-            input_ids=ids,
-            attention_mask=mask,
-            input_features=features,
-            feature_attention_mask=torch.ones(features.shape[0], frames, dtype=torch.long),
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-        ).last_hidden_state
-        target = labels[:, 1:]
-        logits = model.lm_head(hidden[:, :-1][target != -100])  # only answer tokens are trained
-        loss = torch.nn.functional.cross_entropy(logits, target[target != -100])
+        rows = _sft_rows(processor, chats, audio_tokens)
+        answers = sum(sum(label != -100 for label in labels) for _, labels in rows)
+        by_length = sorted(range(len(rows)), key=lambda k: len(rows[k][0]))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for group in np.array_split(by_length, min(cfg.length_groups, len(rows))):
+            ids, mask, labels = _left_pad([rows[k] for k in group], processor.tokenizer.pad_token_id)
+            features = torch.stack([feats[k] for k in group]).float()
+            hidden = model.model(
+                input_ids=ids,
+                attention_mask=mask,
+                input_features=features,
+                feature_attention_mask=torch.ones(features.shape[0], frames, dtype=torch.long),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            ).last_hidden_state
+            target = labels[:, 1:]
+            logits = model.lm_head(hidden[:, :-1][target != -100])  # only answer tokens are trained
+            part = torch.nn.functional.cross_entropy(logits, target[target != -100], reduction="sum")
+            (part / answers).backward()
+            loss += part.item() / answers
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss)
         if step % 100 == 0 or step == cfg.steps - 1:
             log(
                 f"step {step:5d}  answer loss {np.mean(losses[-100:]):.3f}  "
