@@ -76,7 +76,8 @@ class JudgeMiniConfig:
     degraded: int = 3000
     """Degraded renderings (a random kind and strength each) for the quality questions."""
     encoder_steps: int = 500
-    """Stage 1: steps of per-second event tagging + degradation rating on the audio encoder alone."""
+    """Stage 1: steps of per-token event tagging, the time probe and degradation rating (see
+    ``align_tags``: the encoder, and aligned also the projector and the event names' embeddings)."""
     encoder_batch: int = 64
     """Clean clips per stage-1 step (plus half as many degraded ones)."""
     align_tags: bool = True
