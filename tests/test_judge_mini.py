@@ -9,6 +9,7 @@ weights still behave that way, and a few-step run of the recipe checks that it w
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,9 @@ def test_stage_one_aligns_the_audio_tokens_with_the_event_names_embeddings(monke
         seen["names"] = sorted({i for ids in train_judge.name_tokens(tokenizer) for i in ids})
 
     monkeypatch.setattr(train_judge, "pretrain_encoder", spy)
-    train(cfg, log=lambda *a, **k: None)
+    with warnings.catch_warnings():  # each parameter once in the optimiser (AdamW steps a repeat twice)
+        warnings.filterwarnings("error", message=".*duplicate parameters")
+        train(cfg, log=lambda *a, **k: None)
     moved = (seen["after"] - seen["before"]).norm(dim=1)
     names = torch.zeros(len(moved), dtype=torch.bool)
     names[seen["names"]] = True

@@ -69,7 +69,9 @@ HOP = 320  # 20 ms mel frames: 200 a clip, 100 encoder positions, 50 audio token
 
 @dataclass
 class JudgeMiniConfig:
-    """Knobs of the recipe. The defaults wrote the shipped weights."""
+    """Knobs of the recipe. The defaults wrote the shipped weights, with one difference: that run's
+    stage-1 optimiser listed the encoder, projector and embedding table twice (the tagger registered the
+    whole model), so AdamW stepped them twice an iteration; fixed since, not yet re-run."""
 
     scenes: int = 3000
     """Clean training scenes rendered once (questions about them are drawn anew every step)."""
@@ -380,7 +382,8 @@ class _Tagger(torch.nn.Module):
 
     def __init__(self, model, cfg: JudgeMiniConfig, names: list[list[int]]):
         super().__init__()
-        self.model, self.align = model, cfg.align_tags
+        self._judge = (model,)  # not a submodule: this module's parameters are the heads' own
+        self.align = cfg.align_tags
         self.names = names
         self.bias = torch.nn.Parameter(torch.zeros(len(TYPES)))
         self.scale = torch.nn.Parameter(torch.tensor(10.0))
@@ -388,12 +391,12 @@ class _Tagger(torch.nn.Module):
 
     def tokens(self, h: torch.Tensor) -> torch.Tensor:
         """What the language model receives for encoder output ``h`` (aligned) or ``h`` itself."""
-        return self.model.model.multi_modal_projector(h) if self.align else h
+        return self._judge[0].model.multi_modal_projector(h) if self.align else h
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.linear is not None:
             return self.linear(tokens)
-        table = self.model.get_input_embeddings().weight
+        table = self._judge[0].get_input_embeddings().weight
         names = torch.stack([table[ids].mean(0) for ids in self.names])
         tokens = torch.nn.functional.normalize(tokens, dim=-1)
         return self.scale * tokens @ torch.nn.functional.normalize(names, dim=-1).T + self.bias
