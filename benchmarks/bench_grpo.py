@@ -54,10 +54,10 @@ def config(reward: str, **kw) -> GRPOConfig:
 def step_times(cfg: GRPOConfig, out: Path) -> common.Timing:
     """Seconds per step after the first. With ``overlap_rewards`` a step also samples the next step's
     rollouts, except the last (it has no next), so that run gets one step more and its last is dropped."""
-    overlap = cfg.overlap_rewards
-    GRPOTrainer(replace(cfg, steps=cfg.steps + overlap), out, log=lambda _m: None).train()
+    extra = 1 if cfg.overlap_rewards else 0
+    GRPOTrainer(replace(cfg, steps=cfg.steps + extra), out, log=lambda _m: None).train()
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    return common.Timing.of([r["seconds"] for r in records[1 : len(records) - overlap]])
+    return common.Timing.of([r["seconds"] for r in records[1 : len(records) - extra]])
 
 
 def start_judge(*extra: str) -> tuple[subprocess.Popen, str]:
