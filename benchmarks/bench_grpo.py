@@ -163,10 +163,10 @@ last is not counted.
 
 On-policy, a step waits for its last micro-batch's rewards before it trains, so a slow reward adds
 to the step; with `overlap_rewards` the next step's rollouts are sampled while this step is scored
-(one step off-policy, corrected by the PPO ratio), and the step costs the larger of the two. With one
-reward worker a step's two micro-batches are scored one after the other, each leaving concurrency
-slots idle in its last round of requests; with two, the second's requests fill them (`judge:http`
-keeps one bound on requests in flight across both).
+(one step off-policy, corrected by the PPO ratio), so the step should cost the larger of the two (the
+summary rows say how close it comes). With one reward worker a step's two micro-batches are scored one
+after the other, each leaving concurrency slots idle in its last round of requests; with two, the
+second's requests fill them (`judge:http` keeps one bound on requests in flight across both).
 
 Step time against group size (on-policy, instant reward, 1 prompt a step, 3 steps of which the
 first is the warm-up): expected linear in clips.

@@ -89,7 +89,7 @@ def main(n: int = 64) -> None:
     elif speed < 4:
         note += (
             f"; misses by {4 / speed:.2f}x: the bare batched model is {ceiling:.2f}x faster than the loop; "
-            "ours adds the processor to it (profile below: ~30%, most of it the Whisper features)"
+            "ours adds the processor to it (its share of ours: the profile below)"
         )
     rows = [
         common.Row(
