@@ -328,20 +328,27 @@ def test_shipped_studies_name_shipped_systems_scorers_and_training_logs(path, mo
         assert (root / folder / "train_log.jsonl").is_file()
 
 
+def _recheck_and_study(name: str):
+    """A recheck config and the study's, after checking the recheck scores with the study's suite, seed,
+    batches and (a subset of its) scorers: its clips share their noise with the study's (paired)."""
+    from resonate_train.compare import CompareConfig
+    from ttaeval.runner import RunConfig
+
+    recheck = RunConfig.from_toml(CONFIGS / name)
+    study = CompareConfig.from_toml(CONFIGS / "compare_mini.toml")
+    same = ("suite", "seed", "samples_per_prompt", "batch_size", "limit")
+    assert {k: getattr(recheck, k) for k in same} == {k: getattr(study, k) for k in same}
+    assert set(recheck.scorers) <= set(study.scorers)
+    return recheck, study
+
+
 @pytest.mark.parametrize(
     ("recipe", "trained"), [("grpo_clap", "runs/grpo_clap"), ("dpo_clap", "runs/recheck/dpo_clap")]
 )
 def test_the_recheck_runs_pair_clip_for_clip_with_the_study(recipe: str, trained: str):
     """recheck_{recipe}.toml scores a re-trained recipe with the study's suite, seed and batches, so its
     clips share their noise with the shipped checkpoint's in runs/compare_mini (issue 8)."""
-    from resonate_train.compare import CompareConfig
-    from ttaeval.runner import RunConfig
-
-    recheck = RunConfig.from_toml(CONFIGS / f"recheck_{recipe}.toml")
-    study = CompareConfig.from_toml(CONFIGS / "compare_mini.toml")
-    same = ("suite", "seed", "samples_per_prompt", "batch_size", "limit")
-    assert {k: getattr(recheck, k) for k in same} == {k: getattr(study, k) for k in same}
-    assert set(recheck.scorers) <= set(study.scorers)
+    recheck, _ = _recheck_and_study(f"recheck_{recipe}.toml")
     assert recheck.systems == {f"{recipe}_rerun": f"resonate:{trained}/final"}
     assert (
         f"--out {trained}"
@@ -352,14 +359,7 @@ def test_the_recheck_runs_pair_clip_for_clip_with_the_study(recipe: str, trained
 def test_the_three_recipes_recheck_scores_each_rerun_beside_its_shipped_checkpoint():
     """recheck_recipes.toml: each re-run next to the shipped checkpoint the study scores, with the study's
     suite, seed and batches (same noise per prompt: paired), at the folder its documented command writes."""
-    from resonate_train.compare import CompareConfig
-    from ttaeval.runner import RunConfig
-
-    recheck = RunConfig.from_toml(CONFIGS / "recheck_recipes.toml")
-    study = CompareConfig.from_toml(CONFIGS / "compare_mini.toml")
-    same = ("suite", "seed", "samples_per_prompt", "batch_size", "limit")
-    assert {k: getattr(recheck, k) for k in same} == {k: getattr(study, k) for k in same}
-    assert set(recheck.scorers) <= set(study.scorers)
+    recheck, study = _recheck_and_study("recheck_recipes.toml")
     recipes = ("dpo_clap_sft", "grpo_judge_aqa", "grpo_judge_total")
     text = (CONFIGS / "recheck_recipes.toml").read_text()
     for recipe in recipes:
