@@ -54,7 +54,8 @@ def test_judge_mini_v1_is_kept_for_the_runs_trained_with_it(judge):
 
 
 def test_judge_mini_hears_which_events_are_there_and_rates_degraded_audio_lower(judge):
-    """What the shipped judge-mini does reliably (metrics.json: quality Spearman 0.93, presence 0.70)."""
+    """What the shipped judge-mini does (metrics.json, 200 held-out scenes: presence accuracy 0.93,
+    quality Spearman 0.92); here 24 held-out scenes and their 38 events (presence 0.95 when written)."""
     from ttaeval.scorers.judge import yes_score
     from ttaeval.synth.scenes import event_description
     from ttaeval.synth.suites import random_event
@@ -74,7 +75,7 @@ def test_judge_mini_hears_which_events_are_there_and_rates_degraded_audio_lower(
     answers = judge.answer(audio + audio, present + absent, judge.answer_tokens)
     scores = np.array([yes_score(a, t.yes, t.no)[0] for a in answers])
     assert np.isfinite(scores).all()
-    assert scores[: len(present)].mean() > scores[len(present) :].mean() + 0.1
+    assert np.mean(np.r_[scores[: len(present)] > 0.5, scores[len(present) :] < 0.5]) >= 0.85
 
     clean = [render(Scene.from_dict(p.attributes["scene"])) for p in accuracy_suite()[:8]]
     noisy = [degrade(a, "noise", 4, 16_000, rng) for a in clean]
@@ -84,8 +85,17 @@ def test_judge_mini_hears_which_events_are_there_and_rates_degraded_audio_lower(
     assert np.mean(rate[:8]) > np.mean(rate[8:]) + 2
 
 
-def test_the_recipe_writes_a_folder_judge_hf_loads(tmp_path):
-    cfg = JudgeMiniConfig(scenes=12, degraded=12, steps=2, encoder_steps=2, batch_size=4, workers=1)
+@pytest.mark.parametrize("independent_turns", [True, False])
+def test_the_recipe_writes_a_folder_judge_hf_loads(tmp_path, independent_turns):
+    cfg = JudgeMiniConfig(
+        scenes=12,
+        degraded=12,
+        steps=2,
+        encoder_steps=2,
+        batch_size=4,
+        workers=1,
+        independent_turns=independent_turns,
+    )
     model, processor, losses = train(cfg, log=lambda *a, **k: None)
     assert len(losses) == 2 and all(np.isfinite(losses))
     save(model, processor, tmp_path)
@@ -126,3 +136,56 @@ def test_stage_one_aligns_the_audio_tokens_with_the_event_names_embeddings(monke
     assert len(seen["names"]) >= len(train_judge.TYPES)
     assert moved[names].min() > 10 * moved[~names].max()
     assert not torch.equal(seen["projector"], seen["projector_after"])
+
+
+def test_independent_turns_train_each_question_exactly_as_the_judge_asks_it_alone():
+    """A packed row (the audio prefix once, each question in its own masked segment, positions as if
+    alone) gives every answer token the logits of that question asked alone, left padding included."""
+    import torch
+
+    from ttaeval.synth import train_judge as tj
+    from ttaeval.synth.suites import random_scene
+
+    cfg = JudgeMiniConfig(hidden=32, d_model=32, lm_layers=2, encoder_layers=1, vocab_size=400)
+    processor = tj.build_processor(cfg)
+    model = tj.build_model(cfg, processor.tokenizer).eval()
+    rng = np.random.default_rng(3)
+    chats = [tj.conversation(random_scene(rng), rng, cfg) for _ in range(2)]
+    assert {tj.question_kind(q) for chat in chats for q, _ in chat} >= {"aqa", "events", "describe"}
+    rows = tj._packed_rows(processor, chats, 50)
+    assert len(rows[0][0]) != len(rows[1][0])  # so one row is left-padded
+    ids, attention, positions, labels = tj._packed_batch(rows, processor.tokenizer.pad_token_id)
+    features = torch.randn(2, 64, 200)
+    frames = torch.ones(2, 200, dtype=torch.long)
+
+    def answer_logits(ids, attention, positions, labels, features, frames):
+        hidden = model.model(
+            input_ids=ids,
+            attention_mask=attention,
+            input_features=features,
+            feature_attention_mask=frames,
+            position_ids=positions,
+        ).last_hidden_state
+        return model.lm_head(hidden[:, :-1][labels[:, 1:] != -100])
+
+    with torch.no_grad():
+        packed = answer_logits(ids, attention, positions, labels, features, frames)
+        alone = []
+        for k, chat in enumerate(chats):
+            for lone_ids, lone_labels in tj._sft_rows(processor, [[qa] for qa in chat], 50):
+                i, lab = torch.tensor([lone_ids]), torch.tensor([lone_labels])
+                pos = torch.arange(i.shape[1])[None]
+                alone.append(answer_logits(i, torch.ones_like(i), pos, lab, features[k : k + 1], frames[:1]))
+    torch.testing.assert_close(packed, torch.cat(alone), atol=1e-5, rtol=1e-5)
+    assert len(packed) == sum(len(processor.tokenizer(a)["input_ids"]) for chat in chats for _, a in chat)
+
+
+def test_the_recipe_command_line_sets_config_fields_by_their_types():
+    from ttaeval.synth.train_judge import _override
+
+    cfg = _override(_override(JudgeMiniConfig(), "independent_turns=false"), "lr=3e-3")
+    assert cfg.independent_turns is False and cfg.lr == 3e-3
+    assert _override(cfg, "aqa_pairs=3").aqa_pairs == 3
+    for bad in ("aqa_pairs=three", "independent_turns=maybe", "no_such_field=1", "lr"):
+        with pytest.raises(SystemExit, match="--set"):
+            _override(cfg, bad)
