@@ -29,6 +29,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import common
@@ -51,13 +52,55 @@ def config(reward: str, **kw) -> GRPOConfig:
     return GRPOConfig(**{**settings, **kw})
 
 
+class PhaseTimedTrainer(GRPOTrainer):
+    """A GRPO trainer that records when each step sampled, waited for its rewards and trained, and how
+    long each micro-batch's rewards took from submission to result: where an overlapped step's time goes."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.phases: list[tuple[int, str, float]] = []  # (step, phase, seconds)
+
+    def _timed(self, phase: str, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        self.phases.append((self.step, phase, time.perf_counter() - start))
+        return out
+
+    def rollout(self, *args):
+        return self._timed("sample", super().rollout, *args)
+
+    def _collect(self, *args):
+        return self._timed("wait", super()._collect, *args)
+
+    def _optimise(self, *args):
+        return self._timed("train", super()._optimise, *args)
+
+    def _score(self, ro):
+        future = self._timed("decode", super()._score, ro)  # decoding on this thread, then submitting
+        step, start = self.step, time.perf_counter()
+        future.add_done_callback(lambda _f: self.phases.append((step, "score", time.perf_counter() - start)))
+        return future
+
+
 def step_times(cfg: GRPOConfig, out: Path) -> common.Timing:
-    """Seconds per step after the first. With ``overlap_rewards`` a step also samples the next step's
-    rollouts, except the last (it has no next), so that run gets one step more and its last is dropped."""
+    return phase_times(cfg, out)[0]
+
+
+def phase_times(cfg: GRPOConfig, out: Path) -> tuple[common.Timing, dict[str, float]]:
+    """Seconds per step after the first, and the median over those steps of each phase's seconds per
+    step (``score``: a micro-batch's submission to its rewards, the micro-batches of a step summed).
+    With ``overlap_rewards`` a step also samples the next step's rollouts, except the last (it has no
+    next), so that run gets one step more and its last is dropped."""
     extra = 1 if cfg.overlap_rewards else 0
-    GRPOTrainer(replace(cfg, steps=cfg.steps + extra), out, log=lambda _m: None).train()
+    trainer = PhaseTimedTrainer(replace(cfg, steps=cfg.steps + extra), out, log=lambda _m: None)
+    trainer.train()
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    return common.Timing.of([r["seconds"] for r in records[1 : len(records) - extra]])
+    kept = range(1, len(records) - extra)
+    per_step: dict[str, list[float]] = {}
+    for name in ("sample", "decode", "wait", "train", "score"):
+        per_step[name] = [sum(t for s, n, t in trainer.phases if s == k and n == name) for k in kept]
+    phases = {name: float(np.median(v)) for name, v in per_step.items()}
+    return common.Timing.of([records[k]["seconds"] for k in kept]), phases
 
 
 def start_judge(*extra: str) -> tuple[subprocess.Popen, str]:
@@ -87,34 +130,56 @@ def scoring_time(spec: str, root: Path) -> tuple[common.Timing, float]:
     return timing, (time.process_time() - cpu) / (1 + common.REPEATS)
 
 
-def with_judge(root: Path, name: str, *server_args: str) -> dict:
-    """Scoring alone, then on-policy and overlapped steps, against one judge server."""
+def with_judge(root: Path, name: str, *server_args: str, concurrency: int, also: int | None = None) -> dict:
+    """Scoring alone, then on-policy and overlapped steps, against one judge server, with ``concurrency``
+    requests in flight (``also``: the overlapped step once more with that many)."""
     server, spec = start_judge(*server_args)
+    overlap = dict(overlap_rewards=True, reward_workers=2)
+    bounded = f"{spec},concurrency={concurrency}"
     try:
-        score, client_cpu = scoring_time(spec, root / name)
-        return {
-            "score": score,
-            "client_cpu": client_cpu,
-            "sync": step_times(config(spec + JUDGE), root / name / "sync"),
-            "overlap1": step_times(config(spec + JUDGE, overlap_rewards=True), root / name / "overlap1"),
-            "overlap": step_times(
-                config(spec + JUDGE, overlap_rewards=True, reward_workers=2), root / name / "overlap"
-            ),
+        score, client_cpu = scoring_time(bounded, root / name)
+        out = {"score": score, "client_cpu": client_cpu, "concurrency": concurrency, "phases": {}}
+        runs = {
+            "sync": config(bounded + JUDGE),
+            "overlap1": config(bounded + JUDGE, overlap_rewards=True),
+            "overlap": config(bounded + JUDGE, **overlap),
         }
+        if also:
+            runs["also"] = config(f"{spec},concurrency={also}{JUDGE}", **overlap)
+            out["also_concurrency"] = also
+        for key, cfg in runs.items():
+            out[key], out["phases"][key] = phase_times(cfg, root / name / key)
+        return out
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def _also(t: dict, bound: float) -> str:
+    """The row's note on the overlapped step with the other number of requests in flight."""
+    if "also" not in t:
+        return ""
+    return (
+        f"; with {t['also_concurrency']} requests in flight the step costs {t['also'].median:.2f} s = "
+        f"{t['also'].median / bound:.2f} x (a step's requests queue behind the next step's: "
+        f"{t['phases']['also']['score']:.1f} s from submission to rewards, summed over a step's "
+        f"micro-batches, against {t['phases']['overlap']['score']:.1f} s)"
+    )
+
+
+def _phases(p: dict[str, float]) -> str:
+    return f"{p['sample']:.2f} / {p['decode']:.2f} / {p['wait']:.2f} / {p['train']:.2f}; {p['score']:.2f}"
 
 
 def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        t_fast = step_times(config("signal#peak"), root / "fast")
+        t_fast, fast_phases = phase_times(config("signal#peak"), root / "fast")
         judges = {
-            "judge-mini": with_judge(root, "plain"),
+            "judge-mini": with_judge(root, "plain", concurrency=8),
             f"judge-mini + {DELAY} s a request": with_judge(
-                root, "slow", "--fault", f"delay,seconds={DELAY}"
+                root, "slow", "--fault", f"delay,seconds={DELAY}", concurrency=16, also=8
             ),
         }
         curve = []
@@ -126,40 +191,58 @@ def main() -> None:
         bound = max(t_fast.median, t["score"].median)
         share = t["overlap"].median / bound
         rows.append(common.Row(
-            f"GRPO step, reward from a judge server ({name}), overlap_rewards, 2 reward workers",
+            f"GRPO step, reward from a judge server ({name}, {t['concurrency']} requests in flight), "
+            "overlap_rewards, 2 reward workers",
             t["overlap"], None,
             "max(sampling + training, scoring)", share, "≤ 1.1", share <= 1.1,
             f"bound {bound:.2f} s = max({t_fast.median:.2f}, {t['score'].median:.2f}); on-policy step "
             f"{t['sync'].median:.2f} s = {t['sync'].median / bound:.2f} x the bound; overlapped with 1 "
-            f"reward worker {t['overlap1'].median:.2f} s = {t['overlap1'].median / bound:.2f} x; the "
-            f"requests cost the trainer's process {t['client_cpu']:.2f} CPU s a step",
+            f"reward worker {t['overlap1'].median:.2f} s = {t['overlap1'].median / bound:.2f} x; waiting "
+            f"for rewards {t['phases']['overlap']['wait']:.2f} s a step, training "
+            f"{t['phases']['overlap']['train']:.2f} s (alone {fast_phases['train']:.2f} s); the requests "
+            f"cost the trainer's process {t['client_cpu']:.2f} CPU s a step" + _also(t, bound),
         ))  # fmt: skip
     table = ["| group size | clips a step | step s |", "|---|---|---|"]
     table += [f"| {g} | {g} | {t} |" for g, t in curve]
-    per_step = [f"| sampling + training (instant reward `signal#peak`) | {t_fast} |"]
+    per_step = [f"| sampling + training (instant reward `signal#peak`) | {t_fast} | {_phases(fast_phases)} |"]
     for name, t in judges.items():
+        c = t["concurrency"]
+        labels = {
+            "sync": f"on-policy, `concurrency={c}`",
+            "overlap1": f"`overlap_rewards = true`, `reward_workers = 1`, `concurrency={c}`",
+            "overlap": f"`overlap_rewards = true`, `reward_workers = 2`, `concurrency={c}`",
+            "also": "`overlap_rewards = true`, `reward_workers = 2`, "
+            f"`concurrency={t.get('also_concurrency')}`",
+        }
         per_step += [
-            f"| {name}: scoring one step's 8 clips alone | {t['score']} |",
-            f"| {name}: the trainer process's CPU for those requests | {t['client_cpu']:.3f} |",
-            f"| {name}: step, on-policy | {t['sync']} |",
-            f"| {name}: step, `overlap_rewards = true`, `reward_workers = 1` | {t['overlap1']} |",
-            f"| {name}: step, `overlap_rewards = true`, `reward_workers = 2` | {t['overlap']} |",
+            f"| {name}: scoring one step's 8 clips alone, `concurrency={c}` | {t['score']} | |",
+            f"| {name}: the trainer process's CPU for those requests | {t['client_cpu']:.3f} | |",
+        ]
+        per_step += [
+            f"| {name}: step, {label} | {t[k]} | {_phases(t['phases'][k])} |"
+            for k, label in labels.items()
+            if k in t
         ]
     details = (
         f"""Trainer: resonate-mini, 2 prompts x 4 clips a step in 2 rollout batches, {ROLLOUT_STEPS} SDE
 steps, one core. Judge: `ttaeval judge serve` (judge-mini) on the other core, `judge:http ... #total`
-(caption, events, relation and quality questions: ~5 requests a clip, 8 at a time). The slow judge
+(caption, events, relation and quality questions: ~5 requests a clip, 8 in flight). The slow judge
 is the same server answering every request {DELAY} s late (its `--fault delay`): a stand-in for a
-7B LALM, whose scoring takes longer than the policy's sampling and training. {STEPS} steps per
-setting; the first is the warm-up (it cannot overlap: nothing was sampled before it). An overlapped
-step samples the next step's rollouts too, except the last, so those runs take one step more and their
-last is not counted.
+7B LALM, whose scoring takes longer than the policy's sampling and training. Its client keeps 16
+requests in flight (and, to compare, 8): a slow server's requests should not wait for each other.
+{STEPS} steps per setting; the first is the warm-up (it cannot overlap: nothing was sampled before
+it). An overlapped step samples the next step's rollouts too, except the last, so those runs take one
+step more and their last is not counted.
 
-| per step | seconds |
-|---|---|
+| per step | seconds | phases (see below) |
+|---|---|---|
 """
         + "\n".join(per_step)
         + """
+
+Phases: the median seconds a step spends sampling / decoding the clips / waiting for rewards /
+training; then the time from each micro-batch's submission to its rewards, summed over the
+micro-batches submitted in the step.
 
 On-policy, a step waits for its last micro-batch's rewards before it trains, so a slow reward adds
 to the step; with `overlap_rewards` the next step's rollouts are sampled while this step is scored
