@@ -650,6 +650,7 @@ def train(cfg: JudgeMiniConfig, log=print):
         lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))),
     )
     model.train()
+    pad_id = processor.tokenizer.pad_token_id
     losses: list[float] = []
     kind_losses: dict[str, list[float]] = {}
     for step in range(cfg.steps):
@@ -673,7 +674,6 @@ def train(cfg: JudgeMiniConfig, log=print):
         opt.zero_grad(set_to_none=True)
         loss = 0.0
         for group in np.array_split(by_length, min(cfg.length_groups, len(rows))):
-            pad_id = processor.tokenizer.pad_token_id
             if cfg.independent_turns:
                 ids, attention, positions, labels = _packed_batch([rows[k] for k in group], pad_id)
             else:
@@ -800,7 +800,7 @@ def save(model, processor, folder: Path) -> None:
 def _override(cfg: JudgeMiniConfig, setting: str) -> JudgeMiniConfig:
     """``cfg`` with one ``field=value`` from the command line, the value read as the field's type."""
     name, _, value = setting.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    fields = [f.name for f in dataclasses.fields(cfg)]
     if name not in fields or not value:
         raise SystemExit(f"--set {setting!r}: expected FIELD=VALUE, FIELD one of {', '.join(fields)}")
     kind = type(getattr(cfg, name))
