@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sqlite3
 import subprocess
@@ -88,7 +89,6 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path, owner: str = "ttaeval") -> None:
         import fcntl
-        import os
 
         self._fd = -1  # set first: __del__ runs even when this constructor raises
         path = Path(run_dir) / LOCK_NAME
@@ -108,9 +108,7 @@ class RunLock:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
 
     def release(self) -> None:
-        import os
-
-        if self._fd >= 0:
+        if self._fd >= 0:  # (no import here: __del__ may run at interpreter shutdown)
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
