@@ -31,7 +31,7 @@ import torch
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import group_advantages, grpo_loss
-from resonate_train.rewards import Rewards
+from resonate_train.rewards import RewardProcess, Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, lock_run, save_state
@@ -106,6 +106,11 @@ class GRPOConfig:
     """Micro-batches scored at once. 1 suits a reward computed on this machine (a second thread would
     only compete for its cores); a remote judge (``judge:http``) gains from 2: the next micro-batch's
     requests fill the concurrency slots the last round of the previous one leaves idle."""
+    reward_process: bool = False
+    """Score rewards in a separate (spawned) process, with its own copy of the scorers and
+    ``reward_workers`` threads, instead of threads of the trainer's process: a reward's Python work
+    (``judge:http`` encoding clips and reading replies) then cannot hold up sampling and training on
+    the trainer's interpreter lock. Same rewards either way; costs the process's start-up (seconds)."""
     eval_every: int = 10
     """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
     after the last, so a run's reward gain is measured on the same prompts and noise."""
@@ -152,7 +157,8 @@ class GRPOTrainer:
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
-        self.rewards = Rewards(cfg.rewards, workers=cfg.reward_workers)
+        rewards = RewardProcess if cfg.reward_process else Rewards
+        self.rewards = rewards(cfg.rewards, workers=cfg.reward_workers)
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,6 +158,36 @@ def test_two_reward_workers_train_exactly_as_one(base, tmp_path):
     assert one == two
     with pytest.raises(ValueError, match="reward workers must be >= 1"):
         Rewards(["signal#peak"], workers=0)
+
+
+def test_a_reward_process_trains_exactly_as_reward_threads(base, tmp_path):
+    """reward_process moves the scorers to another process: the same rewards, the same update."""
+    for process in (False, True):
+        cfg = _cfg(base, steps=1, eval_every=0, reward_workers=2, reward_process=process)
+        GRPOTrainer(cfg, tmp_path / str(process), log=lambda _: None).train()
+    threads, process = (
+        {k: v for k, v in _log(tmp_path / p)[0].items() if k != "seconds"} for p in ("False", "True")
+    )
+    assert threads == process
+
+
+def test_a_reward_process_reports_its_errors_and_its_death():
+    """A scorer that cannot load raises in the trainer with the process's message; a reward process
+    that dies fails its pending and later batches instead of hanging the trainer."""
+    from resonate_train.rewards import RewardProcess
+    from ttaeval.prompts import Prompt
+
+    with pytest.raises(ValueError, match="no metric 'nope'"):
+        RewardProcess(["signal#nope"])
+    rewards = RewardProcess(["signal#peak"])
+    audio = np.stack([np.full(800, 0.5, np.float32), np.full(800, 0.25, np.float32)])
+    prompts = [Prompt("a", "a beep"), Prompt("b", "a hum")]
+    total, parts = rewards.submit(audio, 16000, prompts).result(timeout=60)
+    assert total == pytest.approx([0.5, 0.25]) and list(parts) == ["signal#peak"]
+    rewards._process.kill()
+    with pytest.raises(RuntimeError, match="reward process"):
+        rewards.submit(audio, 16000, prompts).result(timeout=60)
+    rewards.close()
 
 
 def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_path):
