@@ -180,6 +180,34 @@ def test_independent_turns_train_each_question_exactly_as_the_judge_asks_it_alon
     assert len(packed) == sum(len(processor.tokenizer(a)["input_ids"]) for chat in chats for _, a in chat)
 
 
+def test_near_miss_event_questions_change_only_the_count_or_only_the_type():
+    """count_negatives / matched_negatives: the "No" question beside an event names that event with
+    another count, or another type with the same pitch, loudness and length (the aqa corruptions, asked
+    one event at a time)."""
+    from dataclasses import replace
+
+    from ttaeval.synth import train_judge as tj
+    from ttaeval.synth.events import EVENT_TYPES
+    from ttaeval.synth.scenes import Event, event_description
+
+    scene = Scene(
+        (Event("bell", "low", "loud", "short", 2), Event("hum", "high", "quiet", "long")), "sequence", 1
+    )
+    rng = np.random.default_rng(0)
+    counts = JudgeMiniConfig(count_negatives=1.0)
+    asked = {tj.absent_event_question(scene, scene.events[0], rng, counts) for _ in range(20)}
+    wrong_counts = [replace(scene.events[0], count=c) for c in (1, 3)]
+    template = tj.TEMPLATES["qwen2-audio"].event
+    assert asked == {template.format(event=event_description(e)) for e in wrong_counts}
+    matched = JudgeMiniConfig(matched_negatives=1.0)
+    hum = scene.events[1]
+    same_but_type = {
+        template.format(event=event_description(replace(hum, type=k))): k for k in EVENT_TYPES if k != "hum"
+    }
+    kinds = {same_but_type[tj.absent_event_question(scene, hum, rng, matched)] for _ in range(40)}
+    assert len(kinds) > 3 and not kinds & {"bell", "hum"}  # never a type the scene holds
+
+
 def test_the_recipe_command_line_sets_config_fields_by_their_types():
     from ttaeval.synth.train_judge import _override
 
