@@ -110,7 +110,9 @@ class GRPOConfig:
     """Score rewards in a separate (spawned) process, with its own copy of the scorers and
     ``reward_workers`` threads, instead of threads of the trainer's process: a reward's Python work
     (``judge:http`` encoding clips and reading replies) then cannot hold up sampling and training on
-    the trainer's interpreter lock. Same rewards either way; costs the process's start-up (seconds)."""
+    the trainer's interpreter lock. Same rewards either way; costs the process's start-up (seconds),
+    and a script that starts training needs the usual ``if __name__ == "__main__":`` guard (a spawned
+    process imports the main script; ``resonate-train`` and ``python -m resonate_train`` need none)."""
     eval_every: int = 10
     """Steps between rewards of the fixed evaluation set (0: none); also before the first step and
     after the last, so a run's reward gain is measured on the same prompts and noise."""
