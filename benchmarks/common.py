@@ -98,20 +98,23 @@ def machine() -> str:
         cpu = names[0].split(":", 1)[1].strip() if names else cpu
     except OSError:
         pass
-    where = "CUDA" if torch.cuda.is_available() else "CPU"
+    where = f"CUDA ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__} "
         f"on {where}, numpy {numpy.__version__}"
     )
 
 
-def save(name: str, title: str, rows: Sequence[Row], details: str, figures: Sequence[str] = ()) -> Path:
-    """Write ``results/NAME.json``: the rows, a Markdown section of details, figure file names."""
+def save(
+    name: str, title: str, rows: Sequence[Row], details: str, figures: Sequence[str] = (), script: str = ""
+) -> Path:
+    """Write ``results/NAME.json``: the rows, a Markdown section of details, figure file names
+    (``script``: the command that wrote it, if not ``benchmarks/bench_NAME.py``)."""
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
     record = {
         "title": title,
-        "script": f"benchmarks/bench_{name}.py",
+        "script": script or f"benchmarks/bench_{name}.py",
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
         "rows": [asdict(r) for r in rows],
