@@ -46,7 +46,7 @@ JUDGE = "#total@1.0"
 ROLLOUT_STEPS = 4
 DELAY = 1.0
 ROUNDS = 3  # paired rounds: an instant-reward run, then a reward-process run
-PAIRED_STEPS = 5  # steps in each run of a round (the first is the warm-up)
+PAIRED_STEPS = 1 + common.REPEATS  # steps in each run of a round (the first is the warm-up)
 
 
 def config(reward: str, **kw) -> GRPOConfig:
