@@ -41,7 +41,8 @@ demo: $(VENV)/.installed
 BENCHES := frechet clap_laion fad_folder judge runner grpo profiles
 bench: $(VENV)/.installed
 	@start=$$(date +%s); for b in $(BENCHES); do \
-	  echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py || exit 1; done; \
+	  t=$$(date +%s); echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py || exit 1; \
+	  echo "   $$(( $$(date +%s) - t )) s"; done; \
 	$(PY) benchmarks/make_results.py $$(( $$(date +%s) - start )) > /dev/null; echo "wrote benchmarks/RESULTS.md"
 
 lint: $(VENV)/.installed

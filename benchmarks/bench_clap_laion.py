@@ -2,7 +2,7 @@
 
 All sides use the same random-initialised LAION-CLAP (HTSAT-tiny audio tower, a roberta-base-sized
 text tower built from its config, saved as a released checkpoint), the same clips of 10 s
-(16 kHz wav files, as many TTA systems write them) and the same distinct prompts, 40 by default
+(16 kHz wav files, as many TTA systems write them) and the same distinct prompts, 32 by default (one batch)
 (the issue's 200: ``python benchmarks/bench_clap_laion.py 200``).
 
 - plain (the anchor): the loop a user writes with laion_clap — per file,
@@ -41,7 +41,7 @@ from ttaeval.store import RunStore
 
 RATE = 16_000
 SECONDS = 10
-CLIPS = 40  # the 200 x 5 repeats would take ~19 min here (1.15 s a clip a round): see main's details
+CLIPS = 32  # the 200 x 5 repeats would take ~19 min here (1.15 s a clip a round): see main's details
 
 
 def build(folder: Path):
