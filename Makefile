@@ -40,10 +40,11 @@ demo: $(VENV)/.installed
 # Every benchmark script against its anchor, then benchmarks/RESULTS.md from their rows (issue 9).
 BENCHES := frechet clap_laion fad_folder judge runner grpo profiles
 bench: $(VENV)/.installed
-	@start=$$(date +%s); for b in $(BENCHES); do \
+	@start=$$(date +%s); times=""; for b in $(BENCHES); do \
 	  t=$$(date +%s); echo "== benchmarks/bench_$$b.py"; $(PY) benchmarks/bench_$$b.py || exit 1; \
-	  echo "   $$(( $$(date +%s) - t )) s"; done; \
-	$(PY) benchmarks/make_results.py $$(( $$(date +%s) - start )) > /dev/null; echo "wrote benchmarks/RESULTS.md"
+	  t=$$(( $$(date +%s) - t )); echo "   $$t s"; times="$$times $$b=$$t"; done; \
+	$(PY) benchmarks/make_results.py $$(( $$(date +%s) - start )) $$times > /dev/null; \
+	echo "wrote benchmarks/RESULTS.md"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check ttaeval resonate_train tests benchmarks

@@ -20,7 +20,7 @@ def _timing(t: dict | None) -> str:
     return f"{num(t['median'])} ({num(t['low'])}–{num(t['high'])}), n={t['repeats']}"
 
 
-def main(total_seconds: float | None = None) -> str:
+def main(total_seconds: float | None = None, script_seconds: dict[str, int] | None = None) -> str:
     found = {p.stem: json.loads(p.read_text()) for p in (HERE / "results").glob("*.json")}
     names = [n for n in ORDER if n in found] + sorted(set(found) - set(ORDER))
     machines = sorted({found[n]["machine"] for n in names})
@@ -35,7 +35,11 @@ def main(total_seconds: float | None = None) -> str:
         "Machine: " + "; ".join(machines) + ".",
     ]
     if total_seconds:
-        lines.append(f"`make bench` took {total_seconds / 60:.1f} min ({time.strftime('%Y-%m-%d')}).")
+        each = ", ".join(f"{name} {s} s" for name, s in (script_seconds or {}).items())
+        lines.append(
+            f"`make bench` took {total_seconds / 60:.1f} min ({time.strftime('%Y-%m-%d')})"
+            + (f": {each}." if each else ".")
+        )
     lines += [
         "",
         "| comparison | ours, s | anchor | anchor, s | ours/anchor | target | met | note |",
@@ -58,4 +62,6 @@ def main(total_seconds: float | None = None) -> str:
 
 
 if __name__ == "__main__":
-    print(main(float(sys.argv[1]) if len(sys.argv) > 1 else None))
+    # make bench: TOTAL_SECONDS [SCRIPT=SECONDS ...]
+    scripts = {k: int(v) for k, v in (a.split("=", 1) for a in sys.argv[2:])}
+    print(main(float(sys.argv[1]) if len(sys.argv) > 1 else None, scripts))
