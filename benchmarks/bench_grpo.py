@@ -250,12 +250,12 @@ steps, one core. Judge: `ttaeval judge serve` (judge-mini) on the other core ans
 #total` (caption, events, relation and quality questions: ~5 requests a clip), 16 requests in flight,
 so a slow server's requests do not wait for each other.
 
-Two comparisons are no longer repeated, to keep `make bench` within 20 minutes; both are in
-RESULTS.md's history (`git log -p benchmarks/RESULTS.md`). The plain judge-mini (no delay, 8 in
-flight; scoring 0.43–0.50 s a step, far below training): the same paired rounds gave 1.04 x and
-1.09 x the bound (2026-12-03, two runs). The slow judge with 8 requests in flight: 5.26 s a step =
-1.57 x its bound, a step's requests queueing behind the next step's (11.1 s from submission to
-rewards against 4.9 s with 16).
+Two comparisons are no longer repeated, to keep `make bench` within 20 minutes; both were last
+measured by the `make bench` of 2026-12-03 in RESULTS.md's history (`git log -p
+benchmarks/RESULTS.md`). The plain judge-mini (no delay, 8 in flight; scoring 0.43 s a step, far
+below training): the same paired rounds gave 1.04 x the bound (1.09 x in one more run that day). The
+slow judge with 8 requests in flight: 5.26 s a step = 1.57 x its bound, a step's requests queueing
+behind the next step's (11.1 s from submission to rewards against 4.9 s with 16).
 
 Step times on these machines move by up to a third from run to run (the instant-reward bound too),
 more than the target's 10% margin, so the target is checked in pairs: {ROUNDS} rounds, each an
