@@ -133,8 +133,8 @@ roberta-base-sized LAION-CLAP saved as a released checkpoint. {common.REPEATS} r
 clips. The issue's setting is 200 clips: a round of the three sides costs ~1.15 s a clip on this
 machine, so 200 clips x {common.REPEATS} repeats would take ~19 minutes of `make bench`'s 20; every side's
 cost is close to linear in clips (ours scores them in batches of 32), so the ratios hardly depend on
-the count: 2.07x and 2.08x at 40 clips, 2.06x and 2.29x at 32 in earlier runs of `make bench`. The anchor
-builds its module once, outside the timing; so does ours (the scorer).
+the count: 1.83–2.17x at 40 clips (five runs) and 2.06x, 2.29x at 32 in earlier runs of
+`make bench`. The anchor builds its module once, outside the timing; so does ours (the scorer).
 
 | | seconds | clips/s |
 |---|---|---|
