@@ -32,7 +32,7 @@ import common
 from ttaeval.audio import load_audio
 from ttaeval.embedders import get_embedder
 from ttaeval.folder_fad import folder_fad
-from ttaeval.frechet import GaussianStats
+from ttaeval.metrics.frechet import GaussianStats
 
 RATE = 44_100
 SECONDS = 5

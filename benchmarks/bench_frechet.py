@@ -15,7 +15,7 @@ import scipy.linalg
 from scipy.linalg import blas
 
 import common
-from ttaeval.frechet import GaussianStats, frechet_distance
+from ttaeval.metrics.frechet import GaussianStats, frechet_distance
 
 DIMS = (64, 128, 256, 512, 1024, 2048)
 
@@ -36,7 +36,7 @@ def stats_for(d: int, seed: int):
 
 
 def stage_times(s1: np.ndarray, s2: np.ndarray) -> tuple[float, float, float]:
-    """Where ours' time goes (``ttaeval.frechet.trace_sqrt_product``'s calls, timed one by one): the
+    """Where ours' time goes (``ttaeval.metrics.frechet.trace_sqrt_product``'s calls, timed one by one): the
     Cholesky factor, the two triangular products L^T S2 L, the symmetric eigenvalues."""
     chol = partial(scipy.linalg.cholesky, s1, lower=True, check_finite=False)
     root = chol()

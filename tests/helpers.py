@@ -81,15 +81,12 @@ def score_as_the_runner_does(scorer, clips) -> list:
 
 def assert_all_scored(names, results) -> None:
     """Every metric that applies to the clip has a finite value; the failing clip is named. Metrics
-    that do not apply (an ``n/a:`` reason, e.g. a judge's relation question without two events) may be
+    that do not apply (``not_applicable``, e.g. a judge's relation question without two events) may be
     NaN."""
     import math
 
-    from ttaeval.scorers.base import is_not_applicable
-
     for name, r in zip(names, results, strict=True):
-        errors = {k: e for k, e in r.errors.items() if not is_not_applicable(e)}
-        assert not errors, f"{name}: {errors}"
-        bad = {k: v for k, v in r.values.items() if k not in r.errors and not math.isfinite(v)}
+        assert not r.errors, f"{name}: {r.errors}"
+        bad = {k: v for k, v in r.values.items() if k not in r.not_applicable and not math.isfinite(v)}
         assert not bad, f"{name}: non-finite {bad}"
         assert any(math.isfinite(v) for v in r.values.values()), f"{name}: nothing scored"

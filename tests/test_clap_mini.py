@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
-from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, load_clap_mini
+from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, load_clap_mini
 from ttaeval.synth.scenes import Scene, render
 from ttaeval.synth.suites import PERTURBATIONS, accuracy_suite, reference_scenes
 from ttaeval.synth.train_clap import TrainConfig, evaluate, train
@@ -159,18 +159,3 @@ def test_score_cli_on_an_exported_synthetic_suite(tmp_path):
     assert 0.8 < clap.loc[("robustness", "uppercase"), "value"] < 1.2
 
 
-def test_reference_statistics_are_cached_by_content(tmp_path):
-    from ttaeval.embedders import get_embedder, reference_stats
-
-    embedder = get_embedder("mini")
-    assert embedder.id.startswith("mini,weights=")
-    rng = np.random.default_rng(0)
-    clips = [Clip((0.1 * rng.standard_normal(16_000)).astype(np.float32)[None], 16_000) for _ in range(4)]
-    first = reference_stats(embedder, clips, tmp_path)
-    (entry,) = tmp_path.glob("mini-*.npz")
-    again = reference_stats(embedder, list(reversed(clips)), tmp_path)  # order-free, read back
-    assert again.count == first.count == 4 and np.array_equal(again.outer, first.outer)
-    assert len(list(tmp_path.glob("*.npz"))) == 1
-    changed = [Clip(clips[0].audio * 0.5, 16_000), *clips[1:]]  # other content, another entry
-    reference_stats(embedder, changed, tmp_path)
-    assert len(list(tmp_path.glob("*.npz"))) == 2 and entry.exists()

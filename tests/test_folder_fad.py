@@ -1,4 +1,5 @@
-"""``ttaeval fad GENERATED REFERENCE``: FAD between two folders, streamed in chunks, bad files named."""
+"""``ttaeval fad GENERATED REFERENCE``: FAD between two folders through the scorer and store path,
+bad files named."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from helpers import tone
 from ttaeval.audio import load_audio
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
-from ttaeval.folder_fad import embedder_from_spec, folder_fad
+from ttaeval.folder_fad import embedding_scorer, folder_fad
 
 
 def _folder(path, freqs, rate=22_050):
@@ -31,17 +32,20 @@ def folders(tmp_path_factory):
     return gen, ref
 
 
-def test_folder_fad_equals_fad_of_the_loaded_clips_whatever_the_chunk(folders):
+def test_folder_fad_equals_fad_of_the_loaded_clips_whatever_the_batch(folders, tmp_path):
     gen, ref = folders
     embedder = get_embedder("mini")
     clips = [[load_audio(p) for p in sorted(folder.glob("*.wav"))] for folder in (gen, ref)]
     expected = frechet_audio_distance(embedder, *clips)  # every clip in memory at once
-    for chunk in (3, 64):
-        got = folder_fad(gen, ref, embedder, chunk=chunk, workers=2)
-        assert got.fad == pytest.approx(expected, rel=1e-5)
-        assert (got.generated.files, got.reference.files) == (11, 9)
-        assert not got.generated.errors
+    for batch in (3, 64):
+        got = folder_fad(gen, ref, embedder, batch_size=batch, workers=2)
+        assert got.fad == pytest.approx(expected, rel=1e-6)
+        assert (got.generated_files, got.reference_files) == (11, 9)
+        assert not got.errors
     assert folder_fad(gen, gen, embedder).fad == pytest.approx(0.0, abs=1e-6)
+    kept = folder_fad(gen, ref, embedder, store_dir=tmp_path / "kept")  # embeddings kept in a run store
+    again = folder_fad(gen, ref, embedder, store_dir=tmp_path / "kept")  # read back, not re-embedded
+    assert kept.fad == again.fad == pytest.approx(expected, rel=1e-6)
 
 
 def test_cli_prints_the_fad_and_names_the_files_it_left_out(folders, tmp_path):
@@ -56,7 +60,7 @@ def test_cli_prints_the_fad_and_names_the_files_it_left_out(folders, tmp_path):
     for p in gen.glob("*.wav"):
         (broken / p.name).write_bytes(p.read_bytes())
     (broken / "zz_corrupt.wav").write_bytes(b"RIFF\0\0\0\0WAVEjunk")
-    out = runner.invoke(app, ["fad", str(broken), str(ref), "--embedder", "mini,batch_size=4"])
+    out = runner.invoke(app, ["fad", str(broken), "--reference", str(ref), "--embedder", "mini,batch_size=4"])
     assert out.exit_code == 1
     assert "zz_corrupt.wav: unreadable: Error in WAV file" in out.stderr
     assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(value, rel=1e-5)  # the good files only
@@ -71,7 +75,11 @@ def test_bad_folders_and_specs_are_one_clear_line(folders, tmp_path):
     assert out.exit_code == 2 and "nothing to embed (no audio files)" in out.stderr
     out = runner.invoke(app, ["fad", str(gen), str(tmp_path / "missing")])
     assert out.exit_code == 2 and "audio folder not found" in out.stderr
-    with pytest.raises(ValueError, match="bad option 'size=3'; options: checkpoint, batch_size"):
-        embedder_from_spec("mini,size=3")
+    with pytest.raises(ValueError, match="has no option 'size'; options: batch_size, checkpoint"):
+        embedding_scorer("mini,size=3")
     with pytest.raises(FileNotFoundError, match="vggish checkpoint not found"):
-        embedder_from_spec(f"vggish,checkpoint={tmp_path / 'none.pth'}")
+        embedding_scorer(f"vggish,checkpoint={tmp_path / 'none.pth'}")
+    with pytest.raises(ValueError, match="not an embedding scorer"):
+        embedding_scorer("signal:builtin")
+    both = runner.invoke(app, ["fad", str(gen), str(gen), "--reference", str(gen)])
+    assert both.exit_code == 2 and "give the reference folder once" in both.stderr

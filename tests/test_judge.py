@@ -228,7 +228,8 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
             assert r.values["events"] == pytest.approx(expected, abs=1e-5)
         else:
             assert (
-                math.isnan(r.values["events"]) and r.errors["events"] == "n/a: the prompt has no event_list"
+                math.isnan(r.values["events"])
+                and r.not_applicable["events"] == "the prompt has no event_list"
             )
     a_seq = direct_yes_score(model, processor, audio[0], t.sequence.format(events="a dog barking, then rain"))
     assert results[0].values["relation"] == pytest.approx(a_seq, abs=1e-5)
@@ -238,7 +239,7 @@ def test_batched_scores_equal_direct_unbatched_calls(tiny):
     assert results[2].values["relation"] == pytest.approx(c_par, abs=1e-5)
     assert (
         math.isnan(results[1].values["relation"])
-        and "no sequence or parallelism" in results[1].errors["relation"]
+        and "no sequence or parallelism" in results[1].not_applicable["relation"]
     )
     assert not results[1].failed  # aqa is there: the clip is scored, only events is missing
     # total: the weighted mean of what applies, quality mapped from 1-9 to 0-1
@@ -264,7 +265,7 @@ def test_weights_choose_the_questions_and_templates_are_versioned_data(tiny, tmp
     only_aqa = get_scorer(f"judge:hf,model={folder},w_events=0,w_relation=0,w_quality=0")
     assert [q.metric for q in only_aqa.questions(clip)] == ["aqa"]
     (r,) = only_aqa.score([clip])
-    assert r.values["total"] == r.values["aqa"] and "not asked" in r.errors["quality"]
+    assert r.values["total"] == r.values["aqa"] and "not asked" in r.not_applicable["quality"]
 
     custom = tmp_path / "templates.json"
     custom.write_text('{"aqa": "Is this {caption}? Answer yes or no.", "yes": ["yes"], "no": ["no"]}')

@@ -185,8 +185,13 @@ def test_a_missing_reference_package_is_one_line_naming_the_install(monkeypatch)
 def test_a_result_whose_metrics_do_not_apply_is_not_a_failure():
     import math
 
-    from ttaeval.scorers.base import NOT_APPLICABLE, ScoreResult
+    from ttaeval.records import ScoreResult
 
-    na = ScoreResult({"a": math.nan}, {"a": f"{NOT_APPLICABLE}one event: no order to judge"})
-    broken = ScoreResult({"a": math.nan, "b": math.nan}, {"a": f"{NOT_APPLICABLE}x", "b": "model failed"})
+    na = ScoreResult({"a": math.nan}, not_applicable={"a": "one event: no order to judge"})
+    broken = ScoreResult({"a": math.nan, "b": math.nan}, {"b": "model failed"}, not_applicable={"a": "x"})
     assert not na.failed and broken.failed
+    assert (na.status("a"), broken.status("a"), broken.status("b")) == ("n/a", "n/a", "failed")
+    assert na.error is None and broken.error == "model failed"
+    artefacts_only = ScoreResult({}, artefacts={"audio_embedding": np.zeros(3)})
+    assert not artefacts_only.failed and artefacts_only.ok
+    assert ScoreResult.failed_with((), "unreadable").failed

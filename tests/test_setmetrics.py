@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ttaeval.setmetrics import fad, fad_inf, kad, kernel_bandwidth
+from ttaeval.metrics.formulas import fad, fad_inf, kad, kernel_bandwidth
 
 
 def test_fad_of_shifted_isotropic_gaussians_is_the_squared_shift():
@@ -64,7 +64,7 @@ def test_kad_is_near_zero_for_one_distribution_and_grows_with_the_shift():
 
 
 def test_kl_directions_on_a_hand_computed_pair():
-    from ttaeval.setmetrics import kl_audioldm, kl_divergence, kl_sam
+    from ttaeval.metrics.formulas import kl_audioldm, kl_divergence, kl_sam
 
     ref = np.log([[0.5, 0.5]])
     gen = np.log([[0.9, 0.1]])
@@ -83,7 +83,7 @@ def test_kl_directions_on_a_hand_computed_pair():
 
 
 def test_inception_score_splits_by_hand():
-    from ttaeval.setmetrics import inception_score
+    from ttaeval.metrics.formulas import inception_score
 
     confident = [[50.0, 0.0], [0.0, 50.0]]  # two sure, different classes: IS = 2
     undecided = [[0.0, 0.0], [0.0, 0.0]]  # uniform posteriors: IS = 1
@@ -102,7 +102,7 @@ def test_inception_score_splits_by_hand():
 def test_per_clip_fad_is_each_clips_frames_against_the_reference():
     import warnings
 
-    from ttaeval.setmetrics import fad, fad_per_clip
+    from ttaeval.metrics.formulas import fad, fad_per_clip
 
     rng = np.random.default_rng(3)
     reference = rng.standard_normal((400, 3))

@@ -5,9 +5,10 @@ The public entry points: ``load_audio`` and ``Clip`` (audio), ``load_prompts`` a
 """
 
 from ttaeval.audio import AudioError, Clip, load_audio, save_audio
-from ttaeval.frechet import GaussianStats, frechet_distance
+from ttaeval.metrics.frechet import GaussianStats, frechet_distance
 from ttaeval.prompts import Prompt, PromptError, load_prompts
-from ttaeval.scorers import MetricSpec, Scorer, ScoreResult, get_scorer
+from ttaeval.records import MetricSpec, ScoreResult
+from ttaeval.scorers import Scorer, get_scorer
 from ttaeval.store import RunStore
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ which rebuilds only tensors and plain containers. A file that needs more (pickle
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,16 @@ def load_checkpoint(path: str | Path) -> Any:
             f"{reason}. Where you trust its source, save its state dict as safetensors and point "
             "the scorer at that file."
         ) from None
+
+
+def weights_digest(path: Path, length: int = 16) -> str:
+    """sha256 of a weights file, or of a folder's files (names and contents): the id names weights
+    by content, never by path."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" if f != path else b"")
+        with f.open("rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:length]

@@ -6,6 +6,7 @@ Exit codes: 0 when every clip scored, 1 when some failed (their records are stil
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shlex
@@ -16,6 +17,7 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,7 +25,7 @@ from ttaeval.audio import ValidationConfig
 from ttaeval.folder import collect_folder
 from ttaeval.optional import install_hint
 from ttaeval.prompts import PromptError, load_prompts
-from ttaeval.protocols import PROTOCOLS, get_protocol
+from ttaeval.protocols import PROTOCOLS, get_protocol, run_set_metrics
 from ttaeval.report.html import frame_table
 from ttaeval.report.tables import (
     clip_table,
@@ -57,9 +59,12 @@ def _open_existing(run_dir: Path) -> RunStore:
 
 @app.command()
 def scorers() -> None:
-    """List the registered scorers, their metrics and whether their packages are installed."""
+    """List the registered scorers (what each returns: metrics, or artefacts for the set metrics) and
+    whether their packages are installed; then the set metrics that read those artefacts."""
+    from ttaeval.metrics.set_metrics import SET_METRICS
+
     table = Table(title="ttaeval scorers")
-    for col in ("spec", "installed", "metrics"):
+    for col in ("spec", "installed", "returns"):
         table.add_column(col)
     for entry in SCORERS:
         metrics = ""
@@ -67,12 +72,24 @@ def scorers() -> None:
             try:
                 cls = entry.load()
                 metrics = ", ".join(m.name + m.arrow for m in cls.metrics)
+                if getattr(cls, "artefacts", None) and not cls.metrics:
+                    metrics = "artefacts: " + ", ".join(cls.artefacts)
             except ImportError as exc:
                 metrics = str(exc)
         missing = [r for r in entry.requires if importlib.util.find_spec(r) is None]
         hint = "yes" if not missing else f"no: {install_hint(missing[0], entry.extra)}"
-        table.add_row(entry.name, hint, metrics)
+        table.add_row(escape(entry.name), escape(hint), escape(metrics))
     Console().print(table)
+    sets = Table(title="set metrics (METRIC:SCORER[,K=V], against a reference)")
+    for col in ("metric", "reads", "direction", "pairs", "options"):
+        sets.add_column(col)
+    for entry in SET_METRICS:
+        cls = entry.load()
+        options = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls))
+        pairs = "by prompt id" if cls.paired else ("no reference" if not cls.needs_reference else "unpaired")
+        arrow = "higher ↑" if cls.higher_is_better else "lower ↓"
+        sets.add_row(entry.name, cls.artefact, arrow, pairs, escape(options))
+    Console().print(sets)
 
 
 @app.command()
@@ -215,7 +232,14 @@ def run(
     steps: Annotated[int | None, typer.Option(help="Sampler steps.")] = None,
     guidance: Annotated[float | None, typer.Option(help="Classifier-free guidance scale.")] = None,
     reference: Annotated[
-        str | None, typer.Option(help="The system whose clips are the reference set (FAD).")
+        str | None,
+        typer.Option(
+            help="Reference set of the set metrics: a system, or folder:DIR (files named by prompt id)."
+        ),
+    ] = None,
+    set_metric: Annotated[
+        list[str] | None,
+        typer.Option("--set-metric", help="METRIC:SCORER[,K=V], e.g. fad:embed:vggish; repeatable."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per batch and commit.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the suite's first N prompts.")] = None,
@@ -238,6 +262,7 @@ def run(
             "scorers": list(scorer or []),
             "protocol": protocol,
             "weights": _pairs(weights, "--weights"),
+            "set_metrics": list(set_metric or []),
             "samples_per_prompt": samples_per_prompt,
             "seed": seed,
             "duration": duration,
@@ -290,7 +315,12 @@ def run(
     )
     if rank == 0 and not quiet:
         with RunStore(cfg.out) as store:
-            board = leaderboard(store, reference=cfg.reference)
+            try:
+                board = leaderboard(
+                    store, reference=cfg.reference, set_metrics=run_set_metrics(cfg.to_dict())
+                )
+            except ValueError as exc:
+                raise _usage_error(str(exc)) from None
         sys.stdout.write(leaderboard_markdown(board))
     raise typer.Exit(0 if summary.all_ok else 1)
 
@@ -362,10 +392,12 @@ def leaderboard_cmd(
         return
     with _open_existing(run_dir) as store:
         runs = store.runs()
-        if reference is None and runs:
-            reference = runs[-1]["config"].get("reference")
+        config = runs[-1]["config"] if runs else {}
+        reference = reference or config.get("reference")
         try:
-            board = leaderboard(store, by=by, reference=reference, seed=seed)
+            board = leaderboard(
+                store, by=by, reference=reference, set_metrics=run_set_metrics(config), seed=seed
+            )
             paired = paired_table(store, baseline, by=by, seed=seed) if baseline else None
         except ValueError as exc:
             raise _usage_error(str(exc)) from None
@@ -446,36 +478,50 @@ def correlate(
 
 @app.command()
 def fad(
-    generated: Annotated[Path, typer.Argument(help="Folder of generated audio.")],
-    reference: Annotated[Path, typer.Argument(help="Folder of reference audio.")],
+    generated: Annotated[Path, typer.Argument(help="Folder of generated audio (the set evaluated).")],
+    reference: Annotated[
+        Path | None, typer.Argument(help="Folder of reference audio (or give --reference).")
+    ] = None,
+    reference_dir: Annotated[
+        Path | None, typer.Option("--reference", help="Folder of reference audio (unambiguous form).")
+    ] = None,
     embedder: Annotated[
-        str, typer.Option("--embedder", help="NAME[,KEY=VALUE]: mini, vggish,checkpoint=PATH, panns,...")
-    ] = "mini",
-    workers: Annotated[int, typer.Option(min=1, help="Threads decoding and resampling files.")] = 4,
+        str,
+        typer.Option("--embedder", help="Embedding scorer: embed:mini, embed:vggish,checkpoint=PATH, ..."),
+    ] = "embed:mini",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory keeping the embeddings (cached by content).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Threads decoding and resampling files.")] = 2,
 ) -> None:
-    """FAD between two folders of audio (decode, resample, embed, Frechet distance), like fadtk.
+    """FAD of GENERATED against REFERENCE (argument order: evaluated set first, then the reference;
+    fadtk takes the baseline first — pass --reference REF to be explicit).
 
-    Prints the FAD on stdout; files that cannot be read are named on stderr and left out (exit 1)."""
-    from ttaeval.folder_fad import embedder_from_spec, folder_fad
+    Both folders are embedded through the scorer path into a run store and the ``fad`` set metric is
+    read from it, as leaderboards read it. Prints the FAD on stdout; files that cannot be read are
+    named on stderr and left out (exit 1)."""
+    from ttaeval.folder_fad import embedding_scorer, folder_fad
 
+    if (reference is None) == (reference_dir is None):
+        raise _usage_error("give the reference folder once: as the second argument or as --reference DIR")
+    reference = reference or reference_dir
     try:
-        model = embedder_from_spec(embedder)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
+        model = embedding_scorer(embedder)
+    except (KeyError, ValueError, FileNotFoundError, ImportError) as exc:
         raise _usage_error(str(exc).strip("'\"")) from None
     try:
-        result = folder_fad(generated, reference, model, workers=workers)
-    except (NotADirectoryError, ValueError) as exc:
+        result = folder_fad(generated, reference, model, store_dir=out, workers=workers)
+    except (NotADirectoryError, ValueError, StoreError) as exc:
         raise _usage_error(str(exc)) from None
-    errors = result.generated.errors + result.reference.errors
-    for message in errors:
-        console.print(f"[yellow]left out:[/yellow] {message}", highlight=False)
+    for message in result.errors:
+        console.print(f"[yellow]left out:[/yellow] {escape(message)}", highlight=False)
     console.print(
-        f"FAD ({model.name}) of {result.generated.files} generated against {result.reference.files} "
+        f"FAD ({escape(model.id)}) of {result.generated_files} generated against {result.reference_files} "
         "reference files",
         highlight=False,
     )
     print(f"{result.fad:.6f}")
-    raise typer.Exit(1 if errors else 0)
+    raise typer.Exit(1 if result.errors else 0)
 
 
 @app.command()

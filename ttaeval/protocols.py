@@ -10,8 +10,8 @@ set-level formulas in which direction. ``PROTOCOLS`` holds ``tta-bench``, ``audi
 - Fairness score FS (TTA-Bench): for each family of groups (gender, age, language, from the
   prompt's ``notes``), the mean over group pairs of 100 * |a - b| / max(a, b), with a, b the
   groups' mean scores.
-- Set metrics (audioldm-eval): FD on PANNs, FAD on VGGish frames, KL(ref || gen) on PANNs
-  posteriors paired by prompt, IS over 10 splits (``ttaeval.setmetrics``).
+- Set metrics (audioldm-eval, audiocaps-sam): executable specs such as ``fd:embed:panns`` that the
+  runner's scorers produce artefacts for and ``ttaeval.metrics.set_metrics`` computes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ttaeval.audio import Clip
 from ttaeval.prompts import Prompt
 from ttaeval.registry import Registry
 
@@ -155,83 +154,15 @@ def _fairness_or_nan(groups: Mapping[str, float]) -> float:
         return math.nan
 
 
-def audioldm_eval_metrics(
-    generated: Sequence[Clip],
-    reference: Sequence[Clip],
-    panns,
-    vggish,
-    *,
-    is_splits: int = 10,
-    seed: int = 2020,
-) -> dict[str, float]:
-    """audioldm-eval's set metrics of ``generated`` against ``reference`` clips.
-
-    ``panns``: a 16 kHz ``PannsEmbedder``; ``vggish``: a ``VGGishEmbedder``. FD: Frechet distance of
-    PANNs 2048-d clip embeddings (lower is better); FAD: of VGGish 0.96 s frames (lower); KL and
-    KL_sigmoid: mean over clips paired by prompt id of KL(ref || gen) on PANNs posteriors (lower);
-    IS: inception score of the generated clips' PANNs logits over ``is_splits`` splits, shuffled by
-    ``RandomState(seed)`` (higher).
-    """
-    from ttaeval.setmetrics import fad, inception_score, kl_audioldm
-
-    gen = panns.outputs(generated)
-    ref = panns.outputs(reference)
-    ref_index = {c.prompt.id: i for i, c in enumerate(reference) if c.prompt is not None}
-    pairs = [
-        (i, ref_index[c.prompt.id]) for i, c in enumerate(generated) if c.prompt and c.prompt.id in ref_index
-    ]
-    out = {
-        "FD_panns": fad(gen["embedding"], ref["embedding"]),
-        "FAD_vggish": fad(vggish.fad_samples(generated), vggish.fad_samples(reference)),
-        "KL_pairs": float(len(pairs)),
-    }
-    if pairs:
-        g, r = (np.array(ix) for ix in zip(*pairs))
-        out["KL"] = kl_audioldm(gen["logits"][g], ref["logits"][r], "softmax")
-        out["KL_sigmoid"] = kl_audioldm(gen["logits"][g], ref["logits"][r], "sigmoid")
-    score = inception_score(gen["logits"], splits=is_splits, shuffle_seed=seed)
-    out.update(IS=score.mean, IS_std=score.std)
-    return out
-
-
-def audiocaps_sam_metrics(
-    generated: Sequence[Clip], reference: Sequence[Clip], openl3, passt=None
-) -> dict[str, float]:
-    """stable-audio-metrics' set metrics of ``generated`` against ``reference`` clips.
-
-    ``openl3``: an ``OpenL3Embedder`` (SAM's AudioCaps setting: ``channels=2``, ``bandwidth=44100``,
-    env model, hop 0.5 s) for FD_openl3 (lower). ``passt``: a ``PasstEmbedder`` for KL_passt, the
-    mean over clips paired by prompt id of KL(gen || ref) on softmax posteriors (lower).
-    """
-    from ttaeval.embedders import reference_stats
-    from ttaeval.frechet import GaussianStats
-    from ttaeval.setmetrics import kl_sam
-
-    stats = GaussianStats.from_embeddings(openl3.fad_samples(generated))
-    out = {"FD_openl3": stats.frechet_distance(reference_stats(openl3, reference))}
-    if passt is not None:
-        ref_index = {c.prompt.id: i for i, c in enumerate(reference) if c.prompt is not None}
-        pairs = [
-            (i, ref_index[c.prompt.id])
-            for i, c in enumerate(generated)
-            if c.prompt and c.prompt.id in ref_index
-        ]
-        out["KL_pairs"] = float(len(pairs))
-        if pairs:
-            g, r = (list(ix) for ix in zip(*pairs))
-            out["KL_passt"] = kl_sam(
-                passt.logits([generated[i] for i in g]), passt.logits([reference[i] for i in r])
-            )
-    return out
-
-
 @dataclass(frozen=True)
 class Protocol:
-    """A named metric definition: scorers with their released checkpoints, and set formulas.
+    """A named metric definition: scorers with their released checkpoints, and set metrics.
 
     ``weights`` names every file the protocol needs (key -> which released file); the per-clip
-    scorer specs are templates filled from them (``scorer_specs``). ``unavailable`` lists parts of
-    the published protocol this version cannot compute yet, so that no table claims them.
+    scorer specs are templates filled from them (``scorer_specs``), each labelled by its
+    ``NAME:BACKEND`` in tables. ``set_metrics`` are executable specs (``ttaeval.metrics.set_metrics``)
+    against the run's reference, each with what it is; ``summaries`` describe the per-prompt tables
+    the protocol reads from per-clip scores (``ttaeval leaderboard --protocol``).
     """
 
     name: str
@@ -239,13 +170,19 @@ class Protocol:
     summary: str
     weights: Mapping[str, str]
     clip_scorers: tuple[str, ...]
-    set_metrics: tuple[str, ...]
     details: str
-    unavailable: tuple[str, ...] = field(default=())
+    set_metrics: Mapping[str, str] = field(default_factory=dict)
+    summaries: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def needs_reference(self) -> bool:
+        from ttaeval.metrics.set_metrics import parse_set_metric
+
+        return any(parse_set_metric(s).build().needs_reference for s in self.set_metrics)
 
     def scorer_specs(self, weights: Mapping[str, str]) -> list[str]:
         """The per-clip scorer specs, with every checkpoint path filled in."""
@@ -260,14 +197,24 @@ class Protocol:
             )
         return [spec.format(**weights) for spec in self.clip_scorers]
 
+    def scorer_labels(self) -> list[str]:
+        """How each per-clip scorer is named in tables: its ``NAME:BACKEND`` (no paths)."""
+        return [spec.split(",", 1)[0] for spec in self.clip_scorers]
+
     def explain(self) -> str:
         lines = [f"{self.id}: {self.summary}", "", self.details.strip(), "", "Weights (--weights KEY=PATH):"]
         lines += [f"  {k}: {v}" for k, v in self.weights.items()]
-        scorers = self.clip_scorers or ("(none: set metrics only)",)
-        lines += ["", "Per-clip scorers:"] + [f"  {s}" for s in scorers]
-        lines += ["", "Set metrics:"] + [f"  {m}" for m in self.set_metrics]
-        if self.unavailable:
-            lines += ["", "Not computed by this version:"] + [f"  {u}" for u in self.unavailable]
+        lines += ["", "Per-clip scorers (ttaeval run computes these for every clip):"]
+        lines += [f"  {s}" for s in self.clip_scorers] or ["  (none)"]
+        if self.set_metrics:
+            lines += [
+                "",
+                "Set metrics (against the reference: --reference SYSTEM or --reference folder:DIR):",
+            ]
+            lines += [f"  {spec}\n      {text}" for spec, text in self.set_metrics.items()]
+        if self.summaries:
+            lines += ["", "Tables (ttaeval leaderboard --protocol " + self.name + "):"]
+            lines += [f"  {t}" for t in self.summaries]
         return "\n".join(lines) + "\n"
 
 
@@ -287,7 +234,7 @@ PROTOCOLS.register(
             "clap:msclap,checkpoint={msclap},text_model={gpt2}",
             "aesthetics:audiobox,checkpoint={aesthetics}",
         ),
-        set_metrics=(
+        summaries=(
             "per dimension: mean of clap (higher) and CE, CU, PQ (higher), PC (descriptive) over prompts",
             "accuracy prompts by event_count and by event_relation: the same means",
             "robustness: mean over pairs of score(perturbed) / score(source prompt from notes), "
@@ -308,55 +255,80 @@ PROTOCOLS.register(
     "audioldm-eval",
     Protocol(
         name="audioldm-eval",
-        version="1",
+        version="2",
         summary="audioldm_eval: FD on PANNs, FAD on VGGish, KL(ref||gen) on PANNs, IS (10 splits)",
         weights={
             "panns": "Cnn14_16k_mAP=0.438.pth (PANNs Cnn14, 16 kHz)",
             "vggish": "vggish-10086976.pth (torch VGGish)",
         },
-        clip_scorers=(),
-        set_metrics=(
-            "FD_panns: Frechet distance of PANNs Cnn14-16k 2048-d clip embeddings, float64 (lower)",
-            "FAD_vggish: Frechet distance of VGGish 128-d embeddings of 0.96 s frames, no PCA, no final "
-            "ReLU, 16 kHz (lower)",
-            "KL: mean over clips paired by prompt id of KL(ref || gen), softmax of PANNs logits, eps 1e-6 "
-            "(lower); KL_sigmoid: the same on per-class sigmoids",
-            "IS: exp(E KL(p(y|x) || p(y))) of generated PANNs logits (softmax), 10 splits after a "
-            "RandomState(2020) shuffle; mean and std over splits (higher)",
+        clip_scorers=(
+            "embed:panns,checkpoint={panns},variant=16k",
+            "embed:vggish,checkpoint={vggish}",
         ),
+        set_metrics={
+            "fd:embed:panns": "FD: Frechet distance of PANNs Cnn14-16k 2048-d clip embeddings, "
+            "float64 (lower)",
+            "fad:embed:vggish": "FAD: Frechet distance of VGGish 128-d embeddings of 0.96 s frames, no PCA, "
+            "no final ReLU, 16 kHz (lower)",
+            "kl:embed:panns": "KL: mean over clips paired by prompt id of KL(ref || gen), softmax of PANNs "
+            "logits, eps 1e-6 (lower)",
+            "kl:embed:panns,posterior=sigmoid": "KL_sigmoid: the same on per-class sigmoids (lower)",
+            "is:embed:panns": "IS: exp(E KL(p(y|x) || p(y))) of generated PANNs logits (softmax), 10 splits "
+            "after a RandomState(2020) shuffle; the mean over splits (higher)",
+        },
         details="""
 PANNs Cnn14 16 kHz: window 512, hop 160, 64 mel bins 50-8000 Hz; each clip embedded whole.
 VGGish: 16 kHz, 25 ms frames every 10 ms, 64 mel bands 125-7500 Hz, log(mel + 0.01), 96-frame
-examples without overlap. Computed by ttaeval.protocols.audioldm_eval_metrics.""",
+examples without overlap. Audio is resampled once with soxr (high quality) to 16 kHz.""",
     ),
 )
 PROTOCOLS.register(
     "audiocaps-sam",
     Protocol(
         name="audiocaps-sam",
-        version="1",
-        summary="stable-audio-metrics on AudioCaps: LAION-CLAP 630k-audioset-fusion at 48 kHz",
+        version="2",
+        summary="stable-audio-metrics on AudioCaps: LAION-CLAP 630k-fusion at 48 kHz, FD on OpenL3, "
+        "KL(gen||ref) on PaSST",
         weights={
             "laion": "630k-audioset-fusion-best.pt (LAION-CLAP)",
             "roberta": "folder with the roberta-base config and tokenizer",
+            "openl3": "torchopenl3_mel256_env_512.pth.tar (torchopenl3's port of OpenL3)",
+            "passt": "passt-s-f128-p16-s10-ap.476-swa.pt (hear21passt)",
         },
-        clip_scorers=("clap:laion,checkpoint={laion},text_model={roberta}",),
-        set_metrics=(
+        clip_scorers=(
+            "clap:laion,checkpoint={laion},text_model={roberta}",
+            "embed:openl3,checkpoint={openl3},content=env,channels=2,bandwidth=44100,hop=0.5",
+            "embed:passt,checkpoint={passt}",
+        ),
+        set_metrics={
+            "fad:embed:openl3": "FD_openl3: Frechet distance of OpenL3 frames (mel256, env, 512-d per "
+            "channel, left and right concatenated), float64 (lower)",
+            "kl:embed:passt,direction=gen_ref": "KL_passt: mean over clips paired by prompt id of "
+            "KL(gen || ref) on softmax posteriors of window-averaged PaSST logits (lower)",
+        },
+        summaries=(
             "CLAP: mean cosine of LAION-CLAP 630k-audioset-fusion audio and caption embeddings (higher)",
         ),
         details="""
 LAION-CLAP fusion at 48 kHz, int16 round trip, 10 s windows (repeat-padded when shorter; longer
 clips covered by evenly spaced full windows, averaged — the package itself draws random chunks).
-OpenL3 through torchopenl3's PyTorch port of the network (stable-audio-metrics runs the
-TensorFlow original, which is not reachable here). KL(gen || ref) as stable-audio-metrics defines
-it (softmax of window-averaged PaSST logits) is ttaeval.setmetrics.kl_sam; the PaSST model it
-needs is not loaded by this version.""",
-        unavailable=(
-            "KL_passt: KL(gen || ref) on PaSST posteriors (no PaSST loader yet; formula: setmetrics.kl_sam)",
-        ),
+OpenL3: peak-normalised to -1 dBFS, 44.1 kHz, resampled to 48 kHz (soxr), 1 s frames every 0.5 s,
+through torchopenl3's PyTorch port of the network (stable-audio-metrics runs the TensorFlow
+original, which is not reachable here). PaSST: 32 kHz, 10 s windows every 5 s, logits averaged.""",
     ),
 )
 
 
 def get_protocol(name: str) -> Protocol:
     return PROTOCOLS.get(name)
+
+
+def run_set_metrics(config: Mapping[str, object]) -> list[str] | None:
+    """The set metric specs a run record's config asks for: its protocol's and its own
+    ``set_metrics``; None when it names neither (the leaderboard's defaults then apply)."""
+    specs: list[str] = []
+    protocol = config.get("protocol")
+    if protocol:
+        specs += list(get_protocol(str(protocol).split("@", 1)[0]).set_metrics)
+    specs += list(config.get("set_metrics") or [])
+    return list(dict.fromkeys(specs)) or None

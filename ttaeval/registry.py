@@ -13,6 +13,7 @@ import types
 import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -51,11 +52,30 @@ class Entry(Generic[T]):
 
 
 class Registry(Generic[T]):
-    """Names -> objects; registering a taken name is an error, an unknown name lists the known ones."""
+    """Names -> objects; registering a taken name is an error, an unknown name lists the known ones.
 
-    def __init__(self, kind: str) -> None:
+    With ``entry_points`` (a group name), installed distributions add entries through that
+    entry-point group (``NAME = "module:object"``), read on first lookup; built-in names win.
+    """
+
+    def __init__(self, kind: str, entry_points: str | None = None) -> None:
         self.kind = kind
+        self.entry_points = entry_points
         self._entries: dict[str, Entry[T]] = {}
+        self._plugins_read = entry_points is None
+
+    def read_plugins(self) -> None:
+        """Add the entry points of installed distributions (once; ``reread_plugins`` forces it)."""
+        if self._plugins_read:
+            return
+        self._plugins_read = True
+        for ep in metadata.entry_points(group=self.entry_points):
+            if ep.name not in self._entries:
+                self._entries[ep.name] = Entry(ep.name, ep.value)
+
+    def reread_plugins(self) -> None:
+        self._plugins_read = self.entry_points is None
+        self.read_plugins()
 
     def register(
         self, name: str, target: str | T, *, extra: str | None = None, requires: tuple[str, ...] = ()
@@ -65,6 +85,8 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, target, extra, requires)
 
     def entry(self, name: str) -> Entry[T]:
+        if name not in self._entries:
+            self.read_plugins()
         try:
             return self._entries[name]
         except KeyError:
@@ -75,9 +97,12 @@ class Registry(Generic[T]):
         return self.entry(name).load()
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._entries:
+            self.read_plugins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[Entry[T]]:
+        self.read_plugins()
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
 

@@ -45,6 +45,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 AUDIO_DIR = "audio"
+REFERENCE_SYSTEM = "reference"
+"""The system name a ``--reference folder:DIR`` gets."""
 SHARD_DIR = "shards"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -62,9 +64,12 @@ class RunConfig:
     scorers: list[str] = field(default_factory=list)
     """Scorer specs (``clap:mini``, ``judge:mini,w_quality=0``, ...)."""
     protocol: str | None = None
-    """A named protocol whose scorers are added (``ttaeval protocols``)."""
+    """A named protocol whose scorers and set metrics are added (``ttaeval protocols``)."""
     weights: dict[str, str] = field(default_factory=dict)
     """Checkpoint paths for the protocol's scorers (KEY -> PATH)."""
+    set_metrics: list[str] = field(default_factory=list)
+    """Set metric specs against the reference (``fad:embed:vggish``, ``kl:embed:panns``, ...), besides
+    the protocol's."""
     samples_per_prompt: int = 1
     """Clips per prompt and system (each with its own seed)."""
     seed: int = 0
@@ -76,7 +81,8 @@ class RunConfig:
     guidance: float | None = None
     """Classifier-free guidance scale (None: each generator's default)."""
     reference: str | None = None
-    """The system whose clips are the reference set of set metrics (FAD against it)."""
+    """The reference set of set metrics: one of the systems, or ``folder:DIR`` (audio named by prompt
+    id, added as the system ``reference``)."""
     batch_size: int = 16
     """Clips generated, scored and committed together."""
     limit: int | None = None
@@ -93,9 +99,17 @@ class RunConfig:
                 raise ValueError(f"system name {name!r}: use letters, digits, '-', '_' (no path separators)")
         if self.samples_per_prompt < 1 or self.batch_size < 1:
             raise ValueError("samples_per_prompt and batch_size must be at least 1")
+        if self.reference is not None and self.reference.startswith("folder:"):
+            if REFERENCE_SYSTEM in self.systems and self.systems[REFERENCE_SYSTEM] != self.reference:
+                raise ValueError(
+                    f"--reference folder:DIR becomes system {REFERENCE_SYSTEM!r}: rename that one"
+                )
+            self.systems = {**self.systems, REFERENCE_SYSTEM: self.reference}
+            self.reference = REFERENCE_SYSTEM
         if self.reference is not None and self.reference not in self.systems:
             raise ValueError(
-                f"reference {self.reference!r} is not one of the systems: {', '.join(self.systems)}"
+                f"reference {self.reference!r} is not one of the systems: {', '.join(self.systems)} "
+                "(or give --reference folder:DIR)"
             )
 
     @property
@@ -169,16 +183,38 @@ def dist_env() -> tuple[int, int]:
 
 
 def build_scorers(config: RunConfig) -> list[Scorer]:
-    specs = list(config.scorers)
-    if config.protocol is not None:
-        from ttaeval.protocols import get_protocol
+    """The run's scorers (its own, then its protocol's), after checking everything that can be checked
+    before any audio is made: weights given, set metrics known and fed by a scorer, a reference where
+    one is needed."""
+    from ttaeval.metrics.set_metrics import parse_set_metric
+    from ttaeval.protocols import get_protocol, run_set_metrics
 
-        specs += get_protocol(config.protocol).scorer_specs(config.weights)
+    labelled = {s: None for s in config.scorers}
+    if config.protocol is not None:
+        protocol = get_protocol(config.protocol)
+        specs = protocol.scorer_specs(config.weights)
+        labelled.update(zip(specs, protocol.scorer_labels()))
     elif config.weights:
         raise ValueError("weights go with a protocol")
-    if not specs:
+    set_specs = [parse_set_metric(s) for s in run_set_metrics(config.to_dict()) or []]
+    if not labelled and not set_specs:
         raise ValueError("give at least one scorer (--scorer) or a protocol")
-    return [get_scorer(s) for s in dict.fromkeys(specs)]
+    scorers = []
+    for spec, label in labelled.items():
+        scorer = get_scorer(spec)
+        if label:
+            scorer.spec = label  # type: ignore[attr-defined]  # tables name it NAME:BACKEND, not by its paths
+        scorers.append(scorer)
+    names = {s.id.split("@", 1)[0] for s in scorers} | {s.label for s in scorers}
+    for spec in set_specs:
+        if spec.scorer not in names:
+            raise ValueError(f"set metric {spec} reads {spec.scorer}, which is not among the run's scorers")
+        if spec.build().needs_reference and config.reference is None:
+            raise ValueError(
+                f"set metric {spec} compares against reference audio: give --reference SYSTEM "
+                "or --reference folder:DIR"
+            )
+    return scorers
 
 
 def run(

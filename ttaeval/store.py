@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from ttaeval.prompts import Prompt
-from ttaeval.scorers.base import Scorer, ScoreResult
+from ttaeval.records import ScoreResult, ScorerInfo
 
 STORE_NAME = "run.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT, PRIMARY KEY (clip_key, prompt_key, scorer_id));
 CREATE TABLE IF NOT EXISTS metric_values (
     clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, metric TEXT NOT NULL,
-    value REAL, error TEXT, PRIMARY KEY (clip_key, prompt_key, scorer_id, metric));
+    value REAL, error TEXT, status TEXT NOT NULL DEFAULT 'ok',
+    PRIMARY KEY (clip_key, prompt_key, scorer_id, metric));
 CREATE TABLE IF NOT EXISTS artefacts (
     clip_key TEXT NOT NULL, prompt_key TEXT NOT NULL, scorer_id TEXT NOT NULL, name TEXT NOT NULL,
     shape TEXT NOT NULL, data BLOB NOT NULL, PRIMARY KEY (clip_key, prompt_key, scorer_id, name));
@@ -140,7 +141,7 @@ class ClipRecord:
     settings: dict[str, Any] | None = None
 
 
-def prompt_key_for(scorer: Scorer, prompt: Prompt | None) -> str:
+def prompt_key_for(scorer: ScorerInfo, prompt: Prompt | None) -> str:
     """The prompt part of a cache key: the prompt's content hash for scorers that read it, else ''."""
     return prompt.content_key if scorer.uses_prompt and prompt is not None else ""
 
@@ -161,6 +162,20 @@ class RunStore:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION})")
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._migrate(int(row[0]))
+
+    def _migrate(self, version: int) -> None:
+        """Bring a store of an older schema up to date, in one transaction."""
+        with self.transaction():
+            if version < 2:  # a value's status was an "n/a: " prefix of its reason
+                self._db.execute("ALTER TABLE metric_values ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'")
+                self._db.execute(
+                    "UPDATE metric_values SET status = CASE WHEN error LIKE 'n/a: %' THEN 'n/a' "
+                    "WHEN value IS NULL THEN 'failed' ELSE 'ok' END, "
+                    "error = CASE WHEN error LIKE 'n/a: %' THEN substr(error, 6) ELSE error END"
+                )
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -184,12 +199,12 @@ class RunStore:
         self._db.execute("COMMIT")
 
     # -- writes ------------------------------------------------------------------------------------
-    def register_scorers(self, scorers: Sequence[Scorer]) -> None:
+    def register_scorers(self, scorers: Sequence[ScorerInfo]) -> None:
         """Record each scorer's id, label and metrics (what the tables need to name and orient them)."""
         with self.transaction():
             self._register_scorers(scorers)
 
-    def _register_scorers(self, scorers: Sequence[Scorer]) -> None:
+    def _register_scorers(self, scorers: Sequence[ScorerInfo]) -> None:
         for s in scorers:
             metrics = [
                 {"name": m.name, "higher_is_better": m.higher_is_better, "range": list(m.range)}
@@ -200,7 +215,7 @@ class RunStore:
                 (s.id, s.label, int(s.uses_prompt), json.dumps(metrics)),
             )
 
-    def record_run(self, command: str, config: dict[str, Any], scorers: Sequence[Scorer]) -> int:
+    def record_run(self, command: str, config: dict[str, Any], scorers: Sequence[ScorerInfo]) -> int:
         """Append this invocation to the manifest and register its scorers."""
         with self.transaction():
             self._register_scorers(scorers)
@@ -261,9 +276,15 @@ class RunStore:
             (*key, int(not result.failed), result.error),
         )
         self._db.executemany(
-            "INSERT OR REPLACE INTO metric_values VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO metric_values VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (*key, name, value if math.isfinite(value) else None, result.errors.get(name))
+                (
+                    *key,
+                    name,
+                    value if math.isfinite(value) else None,
+                    result.errors.get(name) or result.not_applicable.get(name),
+                    result.status(name),
+                )
                 for name, value in result.values.items()
             ],
         )
@@ -376,13 +397,33 @@ class RunStore:
     def prompts(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM prompts ORDER BY prompt_id", self._db)
 
+    def prompt_groups(self, by: str) -> pd.Series:
+        """prompt_id -> the prompt's value of ``by``: ``dimension`` or any attribute (``event_count``,
+        ``event_relation``, ``perturbation_type``, ...); prompts without it get ``"–"``."""
+        prompts = self.prompts()
+        if by == "dimension":
+            values = prompts["dimension"]
+        else:
+            attrs = prompts["attributes"].map(json.loads)
+            known = sorted(
+                {k for a in attrs for k, v in a.items() if isinstance(v, str | int | float | bool)}
+            )
+            if by not in known:
+                raise ValueError(
+                    f"no prompt attribute {by!r}; group by dimension or one of: {', '.join(known)}"
+                )
+            values = attrs.map(lambda a: a.get(by, "–"))
+        return pd.Series(values.map(str).to_numpy(), index=prompts["prompt_id"].to_numpy(), name=by)
+
     def clips(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM clips ORDER BY system, prompt_id, sample", self._db)
 
     def scores(self) -> pd.DataFrame:
-        """Long table: one row per clip, scorer and metric (value NaN with the reason where it failed)."""
+        """Long table: one row per clip, scorer and metric: the value, its status (ok, failed, n/a)
+        and, for NaN, the reason."""
         query = """
-            SELECT c.system, c.prompt_id, c.sample, s.label AS scorer, s.scorer_id, v.metric, v.value, v.error
+            SELECT c.system, c.prompt_id, c.sample, s.label AS scorer, s.scorer_id, v.metric, v.value,
+                   v.error, v.status
             FROM clips c
             JOIN scorers s
             JOIN metric_values v

@@ -52,7 +52,7 @@ class ClapMiniTextEncoder(TextEncoder):
     _model: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from ttaeval.synth.clap_mini import load_clap_mini
+        from ttaeval.backbones.clap_mini import load_clap_mini
 
         self._model = load_clap_mini(self.checkpoint).requires_grad_(False)
         self.dim = self._model.cfg.width

@@ -25,7 +25,6 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, ClassVar
 
 from ttaeval.audio import Clip
@@ -100,29 +99,16 @@ class Generator(ABC):
         """
 
 
-GENERATORS: Registry[type[Generator]] = Registry("generator")
+GENERATORS: Registry[type[Generator]] = Registry("generator", entry_points=ENTRY_POINT_GROUP)
 GENERATORS.register("folder", "ttaeval.generators.folder:FolderGenerator")
 GENERATORS.register("synth", "ttaeval.generators.synth:SynthGenerator")
 GENERATORS.register(
     "diffusers", "ttaeval.generators.diffusers_pipeline:DiffusersGenerator", requires=("diffusers",)
 )
-_plugins_loaded = False
-
-
-def _load_plugins() -> None:
-    """Register the generators other packages declare in the ``ttaeval.generators`` group (once)."""
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in GENERATORS:
-            GENERATORS.register(ep.name, ep.value)
 
 
 def generator_kinds() -> list[str]:
     """Every generator kind available: the built-in ones and those of installed plug-ins."""
-    _load_plugins()
     return [entry.name for entry in GENERATORS]
 
 
@@ -147,7 +133,6 @@ def parse_generator_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
 def get_generator(spec: str) -> Generator:
     """Build a generator from its spec, e.g. ``get_generator("folder:out/wavs")``."""
     kind, options = parse_generator_spec(spec)
-    _load_plugins()
     cls = GENERATORS.get(kind)
     fields = [f.name for f in dataclasses.fields(cls) if f.init]
     if options and options[0][0] == "":

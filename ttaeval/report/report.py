@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ttaeval.protocols import get_protocol, run_set_metrics
 from ttaeval.report import html
 from ttaeval.report.tables import (
     clip_table,
@@ -101,7 +102,8 @@ def write_report(
         systems = sorted(set(table["system"]))
         if baseline is not None and baseline not in systems:
             raise ValueError(f"baseline {baseline!r} is not a system of the run: {', '.join(systems)}")
-        board = leaderboard(store, reference=reference, seed=seed)
+        set_metrics = run_set_metrics(config)
+        board = leaderboard(store, reference=reference, set_metrics=set_metrics, seed=seed)
         paired = paired_table(store, baseline, seed=seed) if baseline else None
         directions = metric_directions(store)
         groups = {by: _groups_or_none(store, by) for by in BREAKDOWNS}
@@ -184,7 +186,8 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
     facts = [
         ["suite", str(config.get("suite", "–"))],
         ["prompts", str(len(store.prompts()))],
-        ["protocol", str(config.get("protocol") or "–")],
+        ["protocol", _protocol_id(config.get("protocol"))],
+        ["set metrics", ", ".join(run_set_metrics(config) or []) or "–"],
         ["samples per prompt", str(config.get("samples_per_prompt", 1))],
         ["run seed", str(config.get("seed", "–"))],
         [
@@ -204,6 +207,16 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
         _md_table(["run", "started", "command"], commands),
         html.table(["run", "started", "command"], commands),
     )
+
+
+def _protocol_id(name: object) -> str:
+    """The protocol with its version (``audioldm-eval@2``), as the run named it."""
+    if not name:
+        return "–"
+    try:
+        return get_protocol(str(name).split("@", 1)[0]).id
+    except KeyError:
+        return str(name)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ttaeval.scorers.base import is_not_applicable
+from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
 from ttaeval.store import RunStore
 
@@ -27,9 +27,9 @@ def metric_directions(store: RunStore) -> dict[str, bool | None]:
 
 def not_applicable(store: RunStore) -> set[tuple[str, str, int, str]]:
     """(system, prompt_id, sample, column) of every value that is NaN because its metric does not
-    apply to the clip (``n/a:`` reasons): left out of means, but not counted as failures."""
+    apply to the clip (status ``n/a``): left out of means, but not counted as failures."""
     scores = store.scores()
-    na = scores[scores["error"].map(is_not_applicable)]
+    na = scores[scores["status"] == "n/a"]
     return {
         (r.system, r.prompt_id, int(r.sample), f"{r.scorer}/{r.metric}")
         for r in na[["system", "prompt_id", "sample", "scorer", "metric"]].itertuples(index=False)
@@ -54,7 +54,9 @@ def clip_table(store: RunStore) -> pd.DataFrame:
     )
     reasons = (
         scores.dropna(subset=["error"])
-        .assign(reason=lambda f: f["scorer"] + ": " + f["error"])
+        .assign(
+            reason=lambda f: f["scorer"] + ": " + f["status"].map({"n/a": "n/a: "}).fillna("") + f["error"]
+        )
         .groupby(KEY_COLUMNS)["reason"]
         .agg(lambda r: "; ".join(dict.fromkeys(r)))
     )
@@ -71,26 +73,12 @@ SET_ARTEFACT = "audio_embedding"
 """The per-clip artefact that set metrics (FAD, FAD-inf, KAD against the reference system) use."""
 
 
-def prompt_groups(store: RunStore, by: str) -> pd.Series:
-    """prompt_id -> the prompt's value of ``by``: ``dimension`` or any attribute (``event_count``,
-    ``event_relation``, ``perturbation_type``, ...); prompts without it get ``"–"``."""
-    prompts = store.prompts()
-    if by == "dimension":
-        values = prompts["dimension"]
-    else:
-        attrs = prompts["attributes"].map(json.loads)
-        known = sorted({k for a in attrs for k, v in a.items() if isinstance(v, str | int | float | bool)})
-        if by not in known:
-            raise ValueError(f"no prompt attribute {by!r}; group by dimension or one of: {', '.join(known)}")
-        values = attrs.map(lambda a: a.get(by, "–"))
-    return pd.Series(values.map(str).to_numpy(), index=prompts["prompt_id"].to_numpy(), name=by)
-
-
 def leaderboard(
     store: RunStore,
     *,
     by: str | None = None,
     reference: str | None = None,
+    set_metrics: Sequence[str] | None = None,
     level: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
@@ -105,15 +93,15 @@ def leaderboard(
     (means over different prompt sets are not comparable: a system that failed on hard prompts
     would look better).
 
-    With ``reference`` (a system of the run), set metrics are added for every scorer that stores
-    clip embeddings: ``LABEL/FAD``, ``LABEL/FAD-inf`` and ``LABEL/KAD`` of each other system's clips
-    against the reference system's (``n`` = clips; no CI). With ``by``, every statistic is computed
-    within each group of prompts (``prompt_groups``).
+    With ``reference`` (a system of the run), set metrics are added (``evaluate_set_metrics``): the
+    ``set_metrics`` specs (a protocol's), or by default ``LABEL/FAD``, ``LABEL/FAD-inf`` and
+    ``LABEL/KAD`` for every scorer that stores clip embeddings (``n`` = clips or pairs; no CI).
+    With ``by``, every statistic is computed within each group of prompts (``RunStore.prompt_groups``).
     """
     table = clip_table(store)
     directions = metric_directions(store)
     na = not_applicable(store)
-    groups = prompt_groups(store, by) if by else None
+    groups = store.prompt_groups(by) if by else None
     table["group"] = table["prompt_id"].map(groups) if groups is not None else ""
     rows = []
     for (group, system), part in table.groupby(["group", "system"], sort=True):
@@ -136,8 +124,9 @@ def leaderboard(
                     ),
                 }
             )
-    if reference is not None:
-        rows += _set_metric_rows(store, table, reference)
+    if reference is not None or set_metrics:
+        sets = evaluate_set_metrics(store, reference=reference, specs=set_metrics, by=by)
+        rows += sets.drop(columns=["spec"]).to_dict("records")
     board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS[:-1])
     board["best"] = _separated_best(board)
     if not by:
@@ -159,57 +148,6 @@ LEADERBOARD_COLUMNS = [
     "n_failed",
     "best",
 ]
-
-
-def _set_metric_rows(store: RunStore, table: pd.DataFrame, reference: str) -> list[dict]:
-    """FAD, FAD-inf and KAD of each system's clip embeddings against the reference system's."""
-    from ttaeval.setmetrics import fad, fad_inf, kad
-
-    if reference not in set(table["system"]):
-        raise ValueError(f"reference system {reference!r} is not in the run")
-    rows = []
-    for _, sc in store.scorers().iterrows():
-        arts = store.artefacts(sc["scorer_id"], SET_ARTEFACT)
-        if arts.empty:
-            continue
-        arts = arts.merge(
-            table[["system", "prompt_id", "sample", "group"]], on=["system", "prompt_id", "sample"]
-        )
-        ref_all = arts[arts["system"] == reference]
-        for (group, system), part in arts[arts["system"] != reference].groupby(
-            ["group", "system"], sort=True
-        ):
-            ref = ref_all[ref_all["group"] == group]
-            if len(ref) < 2 or len(part) < 2:
-                continue
-            x, r = np.stack(part["array"].to_list()), np.stack(ref["array"].to_list())
-            n_clips = int((table["system"] == system).where(table["group"] == group, False).sum())
-            base = {
-                "group": group,
-                "system": system,
-                "higher_is_better": False,
-                "ci_low": math.nan,
-                "ci_high": math.nan,
-                "n": len(part),
-                "n_clips": n_clips,
-                "n_failed": n_clips - len(part),
-            }
-            if min(len(x), len(r)) <= x.shape[1]:
-                warnings.warn(
-                    f"{sc['label']} FAD of {system}: {len(x)} clips and {len(r)} references of dimension "
-                    f"{x.shape[1]}: singular covariances; FAD is biased and comparable only at equal n",
-                    stacklevel=2,
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # said once above, not once per FAD-inf subset
-                try:
-                    inf = fad_inf(x, r, min_size=max(2, min(500, len(part) // 2))).value
-                except ValueError:
-                    inf = math.nan
-                values = (("FAD", fad(x, r)), ("FAD-inf", inf), ("KAD", kad(x, r)))
-            for name, value in values:
-                rows.append({**base, "metric": f"{sc['label']}/{name}", "mean": value})
-    return rows
 
 
 def _separated_best(board: pd.DataFrame) -> pd.Series:
@@ -253,7 +191,7 @@ def paired_table(
             f"baseline {baseline!r} is not a system of the run: {', '.join(sorted(set(table['system'])))}"
         )
     directions = metric_directions(store)
-    table["group"] = table["prompt_id"].map(prompt_groups(store, by)) if by else ""
+    table["group"] = table["prompt_id"].map(store.prompt_groups(by)) if by else ""
     rows = []
     for group, part in table.groupby("group", sort=True):
         base = part[part["system"] == baseline]
@@ -400,7 +338,6 @@ def paired_markdown(paired: pd.DataFrame, level: float = 0.95) -> str:
 def tta_bench_table(store: RunStore) -> pd.DataFrame:
     """TTA-Bench's per-dimension, per-attribute, robustness and fairness tables for every scorer
     metric in the store (``ttaeval.protocols.tta_bench_summary``)."""
-    import json
 
     from ttaeval.prompts import Prompt
     from ttaeval.protocols import tta_bench_summary

@@ -24,7 +24,9 @@ __all__ = [
     "register_scorer",
 ]
 
-SCORERS: Registry[type[Scorer]] = Registry("scorer")
+SCORERS: Registry[type[Scorer]] = Registry("scorer", entry_points="ttaeval.scorers")
+"""Built-in backends, and those other distributions declare in the ``ttaeval.scorers`` entry-point
+group (``"embed:mine" = "pkg.module:MineScorer"``: the name is ``NAME:BACKEND``)."""
 DEFAULT_BACKENDS: dict[str, str] = {}
 
 
@@ -132,3 +134,13 @@ register_scorer(
     "ttaeval.scorers.judge_hf:MiniV1JudgeScorer",
     requires=("torch", "transformers"),
 )
+register_scorer("embed", "mini", "ttaeval.embedders.mini:MiniScorer", default=True, requires=("torch",))
+register_scorer("embed", "vggish", "ttaeval.embedders.vggish:VGGishScorer", requires=("torch",))
+register_scorer("embed", "panns", "ttaeval.embedders.panns:PannsScorer", requires=("torch",))
+register_scorer(
+    "embed", "openl3", "ttaeval.embedders.openl3:OpenL3Scorer", extra="fad", requires=("torchopenl3",)
+)
+register_scorer(
+    "embed", "passt", "ttaeval.embedders.passt:PasstScorer", extra="passt", requires=("hear21passt", "timm")
+)
+register_scorer("embed", "encodec", "ttaeval.embedders.encodec:EncodecScorer", requires=("transformers",))

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
-from ttaeval.checkpoints import load_checkpoint
+from ttaeval.checkpoints import load_checkpoint, weights_digest
 from ttaeval.optional import import_reference
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
-from ttaeval.scorers.clap_common import weights_digest
 
 AXES = ("CE", "CU", "PC", "PQ")
 MODEL_CFG_KEYS = (

@@ -12,79 +12,14 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from ttaeval.audio import Clip
+from ttaeval.records import MetricSpec, ScoreResult
 
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What a metric is: its name, which direction is better, and its range.
-
-    ``higher_is_better`` is None for descriptive metrics (loudness, duration) that have no better
-    direction.
-    """
-
-    name: str
-    higher_is_better: bool | None
-    range: tuple[float, float] = (-math.inf, math.inf)
-    description: str = ""
-
-    @property
-    def arrow(self) -> str:
-        return {True: "↑", False: "↓", None: ""}[self.higher_is_better]
-
-
-NOT_APPLICABLE = "n/a: "
-"""Prefix of a NaN's reason when the metric does not apply to the clip (a relation question for a
-one-event prompt, a metric weighted 0): left out of means like a failure, but not counted as one."""
-
-
-def is_not_applicable(reason: object) -> bool:
-    """Whether a NaN's reason says the metric does not apply (rather than that scoring failed)."""
-    return isinstance(reason, str) and reason.startswith(NOT_APPLICABLE)
-
-
-@dataclass
-class ScoreResult:
-    """The outcome of scoring one clip.
-
-    Attributes:
-        values: every metric of the scorer -> value; NaN where it could not be computed.
-        errors: metric -> reason, for every NaN in ``values``.
-        artefacts: per-clip arrays kept by the store for set-level metrics (embeddings, posteriors).
-    """
-
-    values: dict[str, float]
-    errors: dict[str, str] = field(default_factory=dict)
-    artefacts: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @classmethod
-    def failure(cls, metrics: Sequence[MetricSpec], reason: str) -> ScoreResult:
-        return cls({m.name: math.nan for m in metrics}, {m.name: reason for m in metrics})
-
-    @property
-    def ok(self) -> bool:
-        """Every metric has a value."""
-        return not self.errors
-
-    @property
-    def failed(self) -> bool:
-        """No metric has a value and some should have: the clip could not be scored at all (retried
-        on the next run). Values that do not apply (``n/a:`` reasons) are not failures."""
-        if any(math.isfinite(v) for v in self.values.values()):
-            return False
-        return not self.values or not all(is_not_applicable(self.errors.get(k)) for k in self.values)
-
-    @property
-    def error(self) -> str | None:
-        """All distinct reasons joined, or None when every metric has a value."""
-        if not self.errors:
-            return None
-        return "; ".join(dict.fromkeys(self.errors.values()))
+__all__ = ["MetricSpec", "ScoreResult", "Scorer"]
 
 
 class Scorer(ABC):
@@ -140,7 +75,7 @@ class Scorer(ABC):
         for i, clip in enumerate(clips):
             reason = self._precheck(clip)
             if reason:
-                results[i] = ScoreResult.failure(self.metrics, reason)
+                results[i] = ScoreResult.failed_with(self.metrics, reason)
             else:
                 todo.append(i)
         size = max(1, int(getattr(self, "batch_size", 16)))
@@ -174,7 +109,9 @@ class Scorer(ABC):
                 raise RuntimeError(f"{self.name} returned {len(results)} results for {len(clips)} clips")
         except Exception as exc:
             if len(clips) == 1:
-                return [ScoreResult.failure(self.metrics, f"{self.name} failed: {type(exc).__name__}: {exc}")]
+                return [
+                    ScoreResult.failed_with(self.metrics, f"{self.name} failed: {type(exc).__name__}: {exc}")
+                ]
             return [r for clip in clips for r in self._score_isolated([clip])]
         return [self._complete(r) for r in results]
 
@@ -183,6 +120,6 @@ class Scorer(ABC):
         for m in self.metrics:
             value = result.values.get(m.name, math.nan)
             result.values[m.name] = float(value)
-            if math.isnan(value) and m.name not in result.errors:
+            if math.isnan(value) and m.name not in result.errors and m.name not in result.not_applicable:
                 result.errors[m.name] = f"{self.name} returned no value for {m.name}"
         return result

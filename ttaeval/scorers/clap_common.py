@@ -6,7 +6,6 @@ L2-normalised ``(n, dim)``) and ``encode_texts`` (texts -> L2-normalised ``(n, d
 
 from __future__ import annotations
 
-import hashlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,20 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
+from ttaeval.checkpoints import weights_digest
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
-
-
-def weights_digest(path: Path, length: int = 16) -> str:
-    """sha256 of a weights file, or of a folder's files (names and contents): the id names weights
-    by content, never by path."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" if f != path else b"")
-        with f.open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:length]
 
 
 def window_starts(num_samples: int, window: int) -> list[int]:

@@ -1,6 +1,6 @@
 """``clap:mini`` — the CLAP score of the mini world, through the same contract as every CLAP.
 
-16 kHz mono; 4 s windows averaged, never a random crop (see ``ttaeval.synth.clap_mini``).
+16 kHz mono; 4 s windows averaged, never a random crop (see ``ttaeval.backbones.clap_mini``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from ttaeval.scorers.clap_common import ClapScorer, weights_digest
-from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, ClapMini, load_clap_mini
+from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, ClapMini, load_clap_mini
+from ttaeval.checkpoints import weights_digest
+from ttaeval.scorers.clap_common import ClapScorer
 
 
 @dataclass

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.audio import Clip
-from ttaeval.scorers.base import NOT_APPLICABLE, MetricSpec, Scorer, ScoreResult
+from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 
 @dataclass(frozen=True)
@@ -259,10 +259,14 @@ class JudgeScorer(Scorer):
         for metric in METRIC_NAMES:
             reads = got.get(metric)
             if not self.weights[metric]:
-                value, reason = math.nan, f"{NOT_APPLICABLE}not asked ({self.name} weight w_{metric}=0)"
-            elif reads is None:
-                value, reason = math.nan, self._not_applicable(metric)
-            elif metric == "events":  # every event must be read: a mean over some would flatter
+                result.values[metric] = math.nan
+                result.not_applicable[metric] = f"not asked ({self.name} weight w_{metric}=0)"
+                continue
+            if reads is None:
+                result.values[metric] = math.nan
+                result.not_applicable[metric] = self._not_applicable(metric)
+                continue
+            if metric == "events":  # every event must be read: a mean over some would flatter
                 bad = [r for _, r in reads if r]
                 value = math.nan if bad else float(np.mean([v for v, _ in reads]))
                 reason = f"{len(bad)} of {len(reads)} event questions failed: {bad[0]}" if bad else None
@@ -272,16 +276,19 @@ class JudgeScorer(Scorer):
             if reason:
                 result.errors[metric] = reason
         result.values["total"], reason = self._total(result, got)
-        if reason:
-            result.errors["total"] = reason
+        if reason is not None:
+            target = result.errors if reason else result.not_applicable
+            target["total"] = reason or "no weighted metric applies to this prompt"
         return result
 
     def _not_applicable(self, metric: str) -> str:
         if metric == "events":
-            return f"{NOT_APPLICABLE}the prompt has no event_list"
-        return f"{NOT_APPLICABLE}the prompt states no sequence or parallelism of two or more events"
+            return "the prompt has no event_list"
+        return "the prompt states no sequence or parallelism of two or more events"
 
     def _total(self, result: ScoreResult, got: dict) -> tuple[float, str | None]:
+        """The weighted total and, when it is NaN, why: a failure's reason, or "" when no weighted
+        metric applies to the prompt."""
         lo, hi = self.question_templates.rating_values.min(), self.question_templates.rating_values.max()
         num = den = 0.0
         for metric, weight in self.weights.items():
@@ -294,5 +301,5 @@ class JudgeScorer(Scorer):
                 value = (value - lo) / (hi - lo) if hi > lo else 1.0
             num, den = num + weight * value, den + weight
         if not den:
-            return math.nan, f"{NOT_APPLICABLE}no weighted metric applies to this prompt"
+            return math.nan, ""
         return num / den, None

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.scorers.clap_common import check_tokenizer, weights_digest
+from ttaeval.checkpoints import weights_digest
+from ttaeval.scorers.clap_common import check_tokenizer
 from ttaeval.scorers.judge import Answer, JudgeScorer
 
 FAMILY_OF_MODEL_TYPE = {

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ttaeval.synth.clap_mini import DEFAULT_CHECKPOINT, ClapMini, ClapMiniConfig, save_clap_mini
+from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, ClapMini, ClapMiniConfig, save_clap_mini
 from ttaeval.synth.scenes import Scene, caption, render
 from ttaeval.synth.suites import (
     PERTURBATIONS,

@@ -1,7 +1,8 @@
 """Set-level metrics on embeddings: FAD, FAD-inf and KAD, as pure typed functions.
 
 Embeddings are ``(n, dim)`` arrays (one row per clip or per frame); statistics are float64.
-The embedders that make them live in ``ttaeval.embedders``; these functions only do the math.
+The embedders that make them live in ``ttaeval.embedders``, the registered set metrics that read
+them from a run store in ``ttaeval.metrics.set_metrics``; these functions only do the math.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.spatial.distance
 
-from ttaeval.frechet import GaussianStats
+from ttaeval.metrics.frechet import GaussianStats
 
 
 def _check(x: np.ndarray, what: str) -> np.ndarray:

@@ -23,9 +23,8 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
-from ttaeval.embedders import Embedder
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "synth" / "weights"
+"""The shipped mini models' weights: data of the synthetic world, written by its recipes."""
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "clap_mini.safetensors"
 HELDOUT_CHECKPOINT = WEIGHTS_DIR / "clap_mini_heldout.safetensors"
 """A second clap-mini (another seed and architecture) for judging models trained on clap-mini rewards."""
@@ -221,24 +220,3 @@ def load_clap_mini(path: str | Path | None = None) -> ClapMini:
     model = ClapMini(ClapMiniConfig(**raw), Tokenizer.from_file(str(tok_path)))
     model.load_state_dict(load_file(str(path)))
     return model.eval()
-
-
-class MiniEmbedder(Embedder):
-    """clap-mini's audio tower as a FAD embedder (``mini``): 128-d L2-normalised embeddings."""
-
-    name = "mini"
-    sample_rate = 16_000
-    channels = 1
-
-    def __init__(self, checkpoint: str | Path | None = None, batch_size: int = 32) -> None:
-        from ttaeval.scorers.clap_common import weights_digest
-
-        self.model = load_clap_mini(checkpoint)
-        self.batch_size = batch_size
-        self._digest = weights_digest(Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT)
-
-    def identity(self) -> dict[str, object]:
-        return {"weights": self._digest}
-
-    def embed_prepared(self, clips) -> np.ndarray:
-        return self.model.embed_audio([c.audio[0] for c in clips], batch_size=self.batch_size)

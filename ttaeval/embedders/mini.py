@@ -1,0 +1,34 @@
+"""``embed:mini`` — clap-mini's audio tower: 128-d L2-normalised embeddings of the mini world."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ttaeval.audio import Clip
+from ttaeval.embedders.base import EMBEDDING, EmbeddingScorer
+
+
+@dataclass
+class MiniScorer(EmbeddingScorer):
+    """The shipped clap-mini (or ``checkpoint``): 16 kHz mono, 4 s windows averaged."""
+
+    backend = "mini"
+    sample_rate = 16_000
+    checkpoint: Path | None = None
+    """clap-mini safetensors (default: the shipped weights)."""
+    batch_size: int = 32
+    """Windows per forward pass."""
+
+    def __post_init__(self) -> None:
+        from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, load_clap_mini
+
+        self.checkpoint = Path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
+        self.model = load_clap_mini(self.checkpoint)
+
+    def embed_batch(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
+        emb = self.model.embed_audio([c.audio[0] for c in clips], batch_size=self.batch_size)
+        return [{EMBEDDING: row} for row in emb]
