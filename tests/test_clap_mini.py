@@ -12,9 +12,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from ttaeval import Clip, Prompt, get_scorer
+from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, load_clap_mini
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
-from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, HELDOUT_CHECKPOINT, load_clap_mini
 from ttaeval.synth.scenes import Scene, render
 from ttaeval.synth.suites import PERTURBATIONS, accuracy_suite, reference_scenes
 from ttaeval.synth.train_clap import TrainConfig, evaluate, train
@@ -157,5 +157,3 @@ def test_score_cli_on_an_exported_synthetic_suite(tmp_path):
     assert clap.loc[("dimension", "accuracy"), "n"] == 200
     assert clap.loc[("robustness", "uppercase"), "n"] == 50
     assert 0.8 < clap.loc[("robustness", "uppercase"), "value"] < 1.2
-
-

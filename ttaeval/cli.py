@@ -520,7 +520,7 @@ def fad(
         "reference files",
         highlight=False,
     )
-    print(f"{result.fad:.6f}")
+    print(repr(result.fad))  # full precision: scripts compare it
     raise typer.Exit(1 if result.errors else 0)
 
 

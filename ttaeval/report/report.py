@@ -27,7 +27,6 @@ from ttaeval.report.tables import (
     leaderboard_markdown,
     metric_directions,
     paired_table,
-    prompt_groups,
     tta_bench_table,
 )
 from ttaeval.stats import per_prompt_means
@@ -170,7 +169,7 @@ def _hardest(doc: _Doc, store: RunStore, table: pd.DataFrame, metric: str, highe
 
 def _groups_or_none(store: RunStore, by: str) -> pd.Series | None:
     try:
-        return prompt_groups(store, by)
+        return store.prompt_groups(by)
     except ValueError:
         return None
 
