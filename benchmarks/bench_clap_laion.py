@@ -35,7 +35,7 @@ import torch
 import common
 from helpers import bpe_tokenizer
 from ttaeval import Prompt, get_scorer
-from ttaeval.folder import collect_folder
+from ttaeval.io.folder import collect_folder
 from ttaeval.scoring import score_items
 from ttaeval.store import RunStore
 

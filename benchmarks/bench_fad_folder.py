@@ -29,9 +29,9 @@ import soundfile as sf
 import torch
 
 import common
-from ttaeval.audio import load_audio
 from ttaeval.embedders import get_embedder
 from ttaeval.folder_fad import folder_fad
+from ttaeval.io.audio import load_audio
 from ttaeval.metrics.frechet import GaussianStats
 
 RATE = 44_100

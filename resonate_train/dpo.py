@@ -88,7 +88,7 @@ class Pairs:
 
 class DPOTrainer:
     def __init__(self, cfg: DPOConfig, out: str | Path, log=print) -> None:
-        from ttaeval.prompts import load_prompts
+        from ttaeval.io.prompts import load_prompts
 
         self.cfg, self.out, self.log = cfg, Path(out), log
         self.system = ResonateSystem.load(cfg.base)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from resonate_train.system import CONFIG_NAME, RESONATE_MINI, WEIGHTS_NAME, ResonateSystem
-from ttaeval.audio import Clip
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip
+from ttaeval.io.prompts import Prompt
 
 
 @dataclass

@@ -35,8 +35,8 @@ from resonate_train.rewards import RewardProcess, Rewards
 from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, lock_run, save_state
+from ttaeval.metrics.stats import PairedDifference, paired_difference, per_prompt_means
 from ttaeval.runner import dist_env
-from ttaeval.stats import PairedDifference, paired_difference, per_prompt_means
 
 EVAL_SET_SEED = 0xE7A1
 """Draws the evaluation prompts and noise: fixed, so runs with different seeds share them."""
@@ -150,7 +150,7 @@ class GRPOTrainer:
     """
 
     def __init__(self, cfg: GRPOConfig, out: str | Path, log=print) -> None:
-        from ttaeval.prompts import load_prompts
+        from ttaeval.io.prompts import load_prompts
 
         self.rank, self.world = _init_distributed()
         self.cfg, self.out = cfg, Path(out)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttaeval.audio import Clip, prepare
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip, prepare
+from ttaeval.io.prompts import Prompt
 from ttaeval.scorers import Scorer, get_scorer
 
 

@@ -72,9 +72,9 @@ def odd_but_valid_clips(prompt=None, long_seconds: float = 600.0) -> dict:
 
 
 def score_as_the_runner_does(scorer, clips) -> list:
-    """Convert each clip to the scorer's rate and channels (``ttaeval.audio.prepare``, as the runner
+    """Convert each clip to the scorer's rate and channels (``ttaeval.io.audio.prepare``, as the runner
     does), then score them in one call."""
-    from ttaeval.audio import prepare
+    from ttaeval.io.audio import prepare
 
     return scorer.score([prepare(c, scorer.sample_rate, scorer.channels) for c in clips])
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import dominant_frequency, tone
-from ttaeval.audio import (
+from ttaeval.io.audio import (
     AudioError,
     Clip,
     ValidationConfig,

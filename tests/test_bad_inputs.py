@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from helpers import tone
 from ttaeval.cli import app
-from ttaeval.prompts import PromptError, load_prompts
+from ttaeval.io.prompts import PromptError, load_prompts
 
 SCORERS = ["signal", "clap:mini", "clap:mini-heldout", "judge:mini"]
 # Metrics every scored clip must have whatever its prompt (the judge's events/relation need the

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     import hashlib, json, sys
     from unittest import mock
     from ttaeval import Clip, Prompt, get_scorer, load_audio
-    from ttaeval.audio import prepare
+    from ttaeval.io.audio import prepare
     from ttaeval.embedders import get_embedder
 
     cfg = json.loads(sys.argv[1])

@@ -13,9 +13,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from helpers import bpe_tokenizer
-from ttaeval.audio import Clip
 from ttaeval.generators import GenerationFailure, GenerationSettings, clip_seed, get_generator
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip
+from ttaeval.io.prompts import Prompt
 
 RATE = 12_000  # an unusual rate: the clips must carry the pipeline's own
 HOP = 32  # the VAE's downsampling (4 * 8)

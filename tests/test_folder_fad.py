@@ -9,10 +9,10 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from helpers import tone
-from ttaeval.audio import load_audio
 from ttaeval.cli import app
 from ttaeval.embedders import frechet_audio_distance, get_embedder
 from ttaeval.folder_fad import embedding_scorer, folder_fad
+from ttaeval.io.audio import load_audio
 
 
 def _folder(path, freqs, rate=22_050):

@@ -175,7 +175,7 @@ def test_a_reward_process_reports_its_errors_and_its_death():
     """A scorer that cannot load raises in the trainer with the process's message; a reward process
     that dies fails its pending and later batches instead of hanging the trainer."""
     from resonate_train.rewards import RewardProcess
-    from ttaeval.prompts import Prompt
+    from ttaeval.io.prompts import Prompt
 
     with pytest.raises(ValueError, match="no metric 'nope'"):
         RewardProcess(["signal#nope"])
@@ -223,7 +223,7 @@ def test_dpo_pair_prompts_beyond_the_prompt_limit_recur_evenly_with_new_noise(ba
     from collections import Counter
 
     from resonate_train.dpo import DPOConfig, DPOTrainer
-    from ttaeval.prompts import load_prompts
+    from ttaeval.io.prompts import load_prompts
 
     cfg = DPOConfig(
         base=str(base),

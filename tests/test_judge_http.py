@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.cli import app
-from ttaeval.judge_faults import Fault
-from ttaeval.judge_server import JudgeEngine, JudgeHTTPServer
-from ttaeval.scorers.judge_http import ReplyError, read_reply, retry_after_seconds, retry_delay
+from ttaeval.judge.faults import Fault
+from ttaeval.judge.http import ReplyError, read_reply, retry_after_seconds, retry_delay
+from ttaeval.judge.server import JudgeEngine, JudgeHTTPServer
 
 SERVED = "tiny-qwen2-audio"
 SECRET = "sk-planted-7f3a9c1e-never-to-be-seen"
@@ -305,7 +305,7 @@ def test_judge_serve_help_lists_its_options():
 
 
 def test_judge_serve_refuses_missing_models_and_remote_hosts_with_clear_messages(tmp_path, monkeypatch):
-    from ttaeval.scorers import judge_hf
+    from ttaeval.judge import hf as judge_hf
 
     def serve(*args: str) -> tuple[int, str]:  # exit code, and the output with rich's wrapping undone
         result = CliRunner().invoke(app, ["judge", "serve", *args])

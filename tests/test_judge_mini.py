@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ttaeval import Clip, get_scorer
-from ttaeval.scorers.judge_hf import JUDGE_MINI
+from ttaeval.judge.hf import JUDGE_MINI
 from ttaeval.synth import render
 from ttaeval.synth.degrade import degrade
 from ttaeval.synth.scenes import Scene
@@ -42,7 +42,7 @@ def test_the_shipped_folder_is_small_safetensors_with_its_measured_numbers(judge
 def test_judge_mini_v1_is_kept_for_the_runs_trained_with_it(judge):
     """The study's judge-reward fine-tunes were trained and scored with the first judge-mini: it loads as
     judge:mini-v1, other weights than judge:mini, and the study and its recipes name it."""
-    from ttaeval.scorers.judge_hf import MiniV1JudgeScorer
+    from ttaeval.judge.hf import MiniV1JudgeScorer
 
     v1 = get_scorer("judge:mini-v1")
     assert isinstance(v1, MiniV1JudgeScorer) and v1.id.startswith("judge:mini-v1@2,")
@@ -56,7 +56,7 @@ def test_judge_mini_v1_is_kept_for_the_runs_trained_with_it(judge):
 def test_judge_mini_hears_which_events_are_there_and_rates_degraded_audio_lower(judge):
     """What the shipped judge-mini does (metrics.json, 200 held-out scenes: presence accuracy 0.91,
     quality Spearman 0.93); here 24 held-out scenes and their 38 events (presence 0.95 when written)."""
-    from ttaeval.scorers.judge import yes_score
+    from ttaeval.judge.base import yes_score
     from ttaeval.synth.scenes import event_description
     from ttaeval.synth.suites import random_event
     from ttaeval.synth.train_judge import _other_type

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ttaeval.prompts import Prompt, PromptError, load_prompts
+from ttaeval.io.prompts import Prompt, PromptError, load_prompts
 
 
 def test_tta_bench_folder_loads_all_2999_prompts_with_dimensions(shared_data):

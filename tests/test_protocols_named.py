@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ttaeval.cli import app
-from ttaeval.prompts import Prompt
+from ttaeval.io.prompts import Prompt
 from ttaeval.protocols import PROTOCOLS, get_protocol, tta_bench_summary
 
 

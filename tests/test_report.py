@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ttaeval.prompts import Prompt
+from ttaeval.io.prompts import Prompt
 from ttaeval.report.tables import leaderboard, leaderboard_markdown, paired_table
 from ttaeval.runner import RunConfig, run
 from ttaeval.scorers.base import MetricSpec, ScoreResult

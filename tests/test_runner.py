@@ -25,7 +25,7 @@ from ttaeval.generators import (
     get_generator,
     parse_generator_spec,
 )
-from ttaeval.prompts import load_prompts
+from ttaeval.io.prompts import load_prompts
 from ttaeval.runner import RunConfig, run, safe_name
 from ttaeval.store import RunLock, RunStore, StoreError
 
@@ -232,7 +232,7 @@ def test_a_plugin_generator_registers_through_the_entry_point_group(tmp_path):
     (plugin / "toy_gen" / "__init__.py").write_text(
         "from dataclasses import dataclass\n"
         "import numpy as np\n"
-        "from ttaeval.audio import Clip\n"
+        "from ttaeval.io.audio import Clip\n"
         "from ttaeval.generators import Generator\n"
         "@dataclass\n"
         "class Toy(Generator):\n"

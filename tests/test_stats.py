@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ttaeval.stats import bootstrap_ci, paired_difference, per_prompt_means
+from ttaeval.metrics.stats import bootstrap_ci, paired_difference, per_prompt_means
 
 
 def test_bootstrap_ci_matches_a_hand_computed_percentile_bootstrap():
@@ -85,7 +85,7 @@ def test_correlations_drop_nan_pairs_and_are_seeded():
 
     import scipy.stats
 
-    from ttaeval.stats import correlation
+    from ttaeval.metrics.stats import correlation
 
     x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan, 7.0, 8.0])
     y = np.array([2.0, 1.0, 4.0, 3.0, 6.0, 5.0, np.nan, 9.0])

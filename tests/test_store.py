@@ -13,7 +13,7 @@ import soundfile as sf
 
 from helpers import tone
 from ttaeval import Clip, Prompt, get_scorer
-from ttaeval.folder import collect_folder
+from ttaeval.io.folder import collect_folder
 from ttaeval.scorers import MetricSpec, Scorer, ScoreResult
 from ttaeval.scoring import score_items
 from ttaeval.store import RunStore, StoreError

@@ -4,9 +4,9 @@ The public entry points: ``load_audio`` and ``Clip`` (audio), ``load_prompts`` a
 (suites), ``get_scorer`` (the scorer registry), ``frechet_distance`` (set metrics), ``RunStore``.
 """
 
-from ttaeval.audio import AudioError, Clip, load_audio, save_audio
+from ttaeval.io.audio import AudioError, Clip, load_audio, save_audio
+from ttaeval.io.prompts import Prompt, PromptError, load_prompts
 from ttaeval.metrics.frechet import GaussianStats, frechet_distance
-from ttaeval.prompts import Prompt, PromptError, load_prompts
 from ttaeval.records import MetricSpec, ScoreResult
 from ttaeval.scorers import Scorer, get_scorer
 from ttaeval.store import RunStore

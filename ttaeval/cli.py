@@ -21,10 +21,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ttaeval.audio import ValidationConfig
-from ttaeval.folder import collect_folder
+from ttaeval.io.audio import ValidationConfig
+from ttaeval.io.folder import collect_folder
+from ttaeval.io.prompts import PromptError, load_prompts
 from ttaeval.optional import install_hint
-from ttaeval.prompts import PromptError, load_prompts
 from ttaeval.protocols import PROTOCOLS, get_protocol, run_set_metrics
 from ttaeval.report.html import frame_table
 from ttaeval.report.tables import (
@@ -609,9 +609,9 @@ def judge_serve(
     import logging
     import os
 
-    from ttaeval import judge_server
-    from ttaeval.judge_faults import Fault
-    from ttaeval.scorers import judge_hf
+    from ttaeval.judge import hf as judge_hf
+    from ttaeval.judge import server as judge_server
+    from ttaeval.judge.faults import Fault
 
     try:
         judge_server.check_host(host, allow_remote)

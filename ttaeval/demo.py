@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip, save_audio
+from ttaeval.io.audio import Clip, save_audio
 from ttaeval.synth.events import RATE
 from ttaeval.synth.export import tta_bench_entry
 from ttaeval.synth.scenes import Scene, render

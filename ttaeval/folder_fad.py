@@ -11,9 +11,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttaeval.audio import ValidationConfig
 from ttaeval.embedders.base import EMBEDDING
-from ttaeval.folder import collect_folder
+from ttaeval.io.audio import ValidationConfig
+from ttaeval.io.folder import collect_folder
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.scorers import Scorer, get_scorer
 from ttaeval.scoring import score_items

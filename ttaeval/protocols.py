@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ttaeval.prompts import Prompt
+from ttaeval.io.prompts import Prompt
 from ttaeval.registry import Registry
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")

@@ -32,9 +32,9 @@ from typing import Any
 
 import soundfile as sf
 
-from ttaeval.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator, clip_seed, get_generator
-from ttaeval.prompts import Prompt, load_prompts
+from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
+from ttaeval.io.prompts import Prompt, load_prompts
 from ttaeval.scorers import Scorer, get_scorer
 from ttaeval.scoring import ScoringSummary, score_and_commit
 from ttaeval.store import ClipRecord, RunLock, RunStore, StoreError, prompt_key_for

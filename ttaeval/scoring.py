@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ttaeval.audio import Clip, ValidationConfig, prepare, try_load_audio
-from ttaeval.folder import AudioItem
+from ttaeval.io.audio import Clip, ValidationConfig, prepare, try_load_audio
+from ttaeval.io.folder import AudioItem
 from ttaeval.scorers.base import Scorer, ScoreResult
 from ttaeval.store import ClipRecord, RunStore, prompt_key_for
 
@@ -49,7 +49,7 @@ def score_items(
     """Score every item with every scorer and commit the results as it goes.
 
     Args:
-        items: files paired with prompts (see ``ttaeval.folder.collect_folder``).
+        items: files paired with prompts (see ``ttaeval.io.folder.collect_folder``).
         scorers: built scorers; each gets the audio at its own rate/channels, converted once per
             batch and shared by scorers that want the same.
         store: where clip rows and results go; its cache decides what is computed.

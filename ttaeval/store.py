@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ttaeval.prompts import Prompt
+from ttaeval.io.prompts import Prompt
 from ttaeval.records import ScoreResult, ScorerInfo
 
 STORE_NAME = "run.sqlite"

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ttaeval.audio import Clip
 from ttaeval.embedders.base import EMBEDDING, FRAMES, LOGITS, EmbeddingScorer, fad_samples
+from ttaeval.io.audio import Clip
 
 __all__ = [
     "EMBEDDING",

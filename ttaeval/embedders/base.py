@@ -24,8 +24,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ttaeval.audio import Clip, prepare
 from ttaeval.checkpoints import weights_digest
+from ttaeval.io.audio import Clip, prepare
 from ttaeval.records import ScoreResult
 from ttaeval.scorers.base import Scorer
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.embedders.base import EMBEDDING, EmbeddingScorer
+from ttaeval.io.audio import Clip
 
 
 @dataclass

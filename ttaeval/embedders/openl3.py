@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.embedders.base import EMBEDDING, FRAMES, EmbeddingScorer, per_frame_artefacts, require_file
+from ttaeval.io.audio import Clip
 
 
 def peak_normalize(audio: np.ndarray, dbfs: float = -1.0) -> np.ndarray:

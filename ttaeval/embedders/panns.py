@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.embedders.base import EMBEDDING, LOGITS, EmbeddingScorer, require_file, same_length_batches
+from ttaeval.io.audio import Clip
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.embedders.base import EMBEDDING, LOGITS, EmbeddingScorer, require_file
 from ttaeval.embedders.openl3 import peak_normalize
+from ttaeval.io.audio import Clip
 
 
 @dataclass

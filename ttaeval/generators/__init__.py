@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ttaeval.audio import Clip
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip
+from ttaeval.io.prompts import Prompt
 from ttaeval.registry import Registry, options_to_kwargs
 
 ENTRY_POINT_GROUP = "ttaeval.generators"

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip
+from ttaeval.io.prompts import Prompt
 
 _DURATION_ARGS = ("audio_length_in_s", "audio_end_in_s")
 

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ttaeval.audio import Clip, try_load_audio
-from ttaeval.folder import audio_files
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip, try_load_audio
+from ttaeval.io.folder import audio_files
+from ttaeval.io.prompts import Prompt
 
 
 @dataclass
@@ -85,7 +85,7 @@ class FolderGenerator(Generator):
         settings: GenerationSettings,
         samples: Sequence[int] | None = None,
     ) -> list[Clip | GenerationFailure]:
-        from ttaeval.audio import ValidationConfig
+        from ttaeval.io.audio import ValidationConfig
 
         validation = ValidationConfig(max_duration=self.max_duration)
         out: list[Clip | GenerationFailure] = []

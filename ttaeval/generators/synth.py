@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip
+from ttaeval.io.prompts import Prompt
 from ttaeval.synth.degrade import KINDS, STRENGTHS, degrade
 from ttaeval.synth.events import RATE
 from ttaeval.synth.scenes import DURATION, Scene, render

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ttaeval.metrics.stats import per_prompt_means
 from ttaeval.protocols import get_protocol, run_set_metrics
 from ttaeval.report import html
 from ttaeval.report.tables import (
@@ -29,7 +30,6 @@ from ttaeval.report.tables import (
     paired_table,
     tta_bench_table,
 )
-from ttaeval.stats import per_prompt_means
 from ttaeval.store import RunStore
 
 BREAKDOWNS = ("dimension", "event_count", "event_relation")

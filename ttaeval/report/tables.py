@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
-from ttaeval.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
+from ttaeval.metrics.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
 from ttaeval.store import RunStore
 
 KEY_COLUMNS = ["system", "prompt_id", "sample"]
@@ -339,7 +339,7 @@ def tta_bench_table(store: RunStore) -> pd.DataFrame:
     """TTA-Bench's per-dimension, per-attribute, robustness and fairness tables for every scorer
     metric in the store (``ttaeval.protocols.tta_bench_summary``)."""
 
-    from ttaeval.prompts import Prompt
+    from ttaeval.io.prompts import Prompt
     from ttaeval.protocols import tta_bench_summary
 
     table = clip_table(store)
@@ -381,7 +381,7 @@ def human_correlations(
     ``sample`` a prompt's samples are averaged first; without ``system`` the run must hold one system.
     One row per metric and rating: ``n`` pairs, each coefficient with ``_low``/``_high``.
     """
-    from ttaeval.stats import CORRELATIONS, correlation
+    from ttaeval.metrics.stats import CORRELATIONS, correlation
 
     if "prompt_id" not in ratings.columns:
         raise ValueError(

@@ -119,19 +119,19 @@ register_scorer(
 register_scorer(
     "clap", "msclap", "ttaeval.scorers.clap_msclap:MsClapScorer", extra="msclap", requires=("msclap",)
 )
-register_scorer("judge", "hf", "ttaeval.scorers.judge_hf:HFJudgeScorer", requires=("torch", "transformers"))
-register_scorer("judge", "http", "ttaeval.scorers.judge_http:HTTPJudgeScorer")
+register_scorer("judge", "hf", "ttaeval.judge.hf:HFJudgeScorer", requires=("torch", "transformers"))
+register_scorer("judge", "http", "ttaeval.judge.http:HTTPJudgeScorer")
 register_scorer(
     "judge",
     "mini",
-    "ttaeval.scorers.judge_hf:MiniJudgeScorer",
+    "ttaeval.judge.hf:MiniJudgeScorer",
     default=True,
     requires=("torch", "transformers"),
 )
 register_scorer(
     "judge",
     "mini-v1",
-    "ttaeval.scorers.judge_hf:MiniV1JudgeScorer",
+    "ttaeval.judge.hf:MiniV1JudgeScorer",
     requires=("torch", "transformers"),
 )
 register_scorer("embed", "mini", "ttaeval.embedders.mini:MiniScorer", default=True, requires=("torch",))

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.checkpoints import load_checkpoint, weights_digest
+from ttaeval.io.audio import Clip
 from ttaeval.optional import import_reference
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 

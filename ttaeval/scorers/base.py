@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ttaeval.audio import Clip
+from ttaeval.io.audio import Clip
 from ttaeval.records import MetricSpec, ScoreResult
 
 __all__ = ["MetricSpec", "ScoreResult", "Scorer"]

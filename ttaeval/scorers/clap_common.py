@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
 from ttaeval.checkpoints import weights_digest
+from ttaeval.io.audio import Clip
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 

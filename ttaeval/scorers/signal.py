@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyloudnorm
 
-from ttaeval.audio import Clip
+from ttaeval.io.audio import Clip
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ttaeval.audio import Clip, save_audio
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import Clip, save_audio
+from ttaeval.io.prompts import Prompt
 from ttaeval.synth.events import RATE
 from ttaeval.synth.scenes import Scene, render
 from ttaeval.synth.suites import SUITES, reference_scenes

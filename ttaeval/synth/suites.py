@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-from ttaeval.prompts import Prompt
+from ttaeval.io.prompts import Prompt
 from ttaeval.synth.events import EVENT_TYPES
 from ttaeval.synth.scenes import (
     LENGTHS,

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttaeval.scorers.judge import TEMPLATES
+from ttaeval.judge.base import TEMPLATES
 from ttaeval.synth.degrade import KINDS, STRENGTHS, degrade
 from ttaeval.synth.events import EVENT_TYPES, RATE, noun_phrase
 from ttaeval.synth.scenes import (
@@ -762,8 +762,8 @@ def evaluate(folder: Path, seed: int = SEEDS["train"] + 200) -> dict[str, float]
     """The must-show numbers, through the ``judge:hf`` code path, on scenes training never heard."""
     from scipy.stats import spearmanr
 
+    from ttaeval.judge.base import expected_rating, yes_score
     from ttaeval.scorers import get_scorer
-    from ttaeval.scorers.judge import expected_rating, yes_score
 
     judge = get_scorer(f"judge:hf,model={folder}")
     t = judge.question_templates

@@ -14,7 +14,7 @@ their log-probabilities (-9999.0 for a probability that underflows to 0, as vLLM
 Concurrent requests are grouped into one forward pass (a worker thread takes whatever is queued, up
 to ``max_batch``), so the numbers are those of ``judge:hf``'s batched calls. The server has no
 authentication unless ``api_key`` is set, so it binds to loopback addresses only unless told
-otherwise. Fault injection for tests of clients is in ``judge_faults``.
+otherwise. Fault injection for tests of clients is in ``faults``.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ttaeval.audio import resample, to_channels
-from ttaeval.judge_faults import Fault, FaultPlan
-from ttaeval.scorers.judge_hf import HFJudgeScorer
+from ttaeval.io.audio import resample, to_channels
+from ttaeval.judge.faults import Fault, FaultPlan
+from ttaeval.judge.hf import HFJudgeScorer
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.checkpoints import weights_digest
+from ttaeval.judge.base import Answer, JudgeScorer
 from ttaeval.scorers.clap_common import check_tokenizer
-from ttaeval.scorers.judge import Answer, JudgeScorer
 
 FAMILY_OF_MODEL_TYPE = {
     "qwen2_audio": "qwen2-audio",

@@ -44,7 +44,7 @@ from email.utils import parsedate_to_datetime
 import numpy as np
 import soundfile as sf
 
-from ttaeval.scorers.judge import Answer, JudgeScorer
+from ttaeval.judge.base import Answer, JudgeScorer
 
 log = logging.getLogger(__name__)
 

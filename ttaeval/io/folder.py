@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttaeval.audio import AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS
-from ttaeval.prompts import Prompt
+from ttaeval.io.audio import AUDIO_EXTENSIONS, UNSUPPORTED_AUDIO_EXTENSIONS
+from ttaeval.io.prompts import Prompt
 
 _TTA_BENCH_NAME = re.compile(r"^S(?P<system>\d+)_P(?P<number>\d+)$")
 _TRAILING_NUMBER = re.compile(r"(\d+)$")

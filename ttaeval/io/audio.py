@@ -18,7 +18,7 @@ import soundfile as sf
 import soxr
 
 if TYPE_CHECKING:
-    from ttaeval.prompts import Prompt
+    from ttaeval.io.prompts import Prompt
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 UNSUPPORTED_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr", ".ape")

@@ -21,8 +21,8 @@ Metrics:
 
 A prompt without an event list, or without a sequence/parallelism of two or more events, gets NaN
 with the reason for ``events``/``relation``; the total is then the weighted mean of the rest.
-Backends implement ``answer``: ``judge:hf`` (transformers, ``judge_hf.py``), ``judge:http``
-(OpenAI-compatible servers, ``judge_http.py``), ``judge:mini`` (the shipped judge-mini via ``hf``).
+Backends implement ``answer``: ``judge:hf`` (transformers, ``hf.py``), ``judge:http``
+(OpenAI-compatible servers, ``http.py``), ``judge:mini`` (the shipped judge-mini via ``hf``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.audio import Clip
+from ttaeval.io.audio import Clip
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 
