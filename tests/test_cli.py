@@ -183,10 +183,24 @@ def test_usage_errors_for_folders_and_run_dirs(tmp_path):
     assert result.exit_code == 2 and "invalid JSON" in result.output
 
 
-def test_scorers_lists_the_registry():
-    result = cli("scorers")
+def test_scorers_lists_the_registry_every_embedding_backend_and_the_set_metrics(monkeypatch):
+    import importlib.util
+
+    wide = CliRunner(env={"COLUMNS": "400"})
+    result = wide.invoke(app, ["scorers"])
     assert result.exit_code == 0
     assert "signal:builtin" in result.output and "loudness_lufs" in result.output
+    for backend in ("mini", "vggish", "panns", "openl3", "passt", "encodec"):
+        assert f"embed:{backend}" in result.output
+    assert "artefacts: audio_embedding, logits" in result.output  # panns
+    for metric in ("fad", "fd", "fad_inf", "kad", "fad_per_clip", "kl", "is"):
+        assert f"\n│ {metric} " in result.output
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "torchopenl3" else real(n, *a)
+    )
+    missing = wide.invoke(app, ["scorers"])  # what a missing package needs, verbatim
+    assert "no: pip install 'ttaeval[fad]' && pip install --no-deps torchopenl3==1.0.1" in missing.output
 
 
 def _env() -> dict[str, str]:

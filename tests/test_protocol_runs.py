@@ -276,7 +276,7 @@ def test_protocol_checks_come_before_any_audio_is_made(world, tmp_path):
     no_ref = runner.invoke(app, [*base, "--protocol", "audioldm-eval", *weights])
     assert no_ref.exit_code == 2 and "--reference" in no_ref.output
     unknown = runner.invoke(app, [*base, "--scorer", "signal", "--set-metric", "fad:embed:vggish"])
-    assert unknown.exit_code == 2 and "not among the run's scorers" in unknown.output
+    assert unknown.exit_code == 2 and "not among the scorers" in unknown.output
     assert not (tmp_path / "run" / "audio").exists()
     explain = runner.invoke(app, ["protocols", "--explain", "audioldm-eval"])
     assert "fd:embed:panns" in explain.stdout and "is:embed:panns" in explain.stdout
@@ -394,3 +394,22 @@ def test_a_third_party_embedder_and_set_metric_plug_in_through_entry_points(tmp_
         [sys.executable, "-m", "ttaeval", "scorers"], env=env, capture_output=True, text=True
     )
     assert "embed:toy" in listed.stdout and "gap" in listed.stdout
+
+
+def test_score_with_a_reference_folder_prints_and_records_the_set_metrics(folders, tmp_path):
+    gen, ref = folders
+    runner = CliRunner(env={"COLUMNS": "400"})
+    args = ["score", str(gen), "--out", str(tmp_path / "run"), "--system", "mine", "--scorer", "embed:mini"]
+    no_ref = runner.invoke(app, [*args, "--set-metric", "fad:embed:mini"])
+    assert no_ref.exit_code == 2 and "give --reference DIR" in no_ref.output
+    assert not (tmp_path / "run").exists()  # refused before anything was read or written
+    args += ["--reference", str(ref), "--set-metric", "fad:embed:mini", "--set-metric", "kad:embed:mini"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "embed:mini/FAD" in result.stdout and "embed:mini/KAD" in result.stdout
+    board = runner.invoke(app, ["leaderboard", str(tmp_path / "run"), "--format", "csv"])
+    rows = pd.read_csv(io.StringIO(board.stdout)).set_index(["system", "metric"])
+    with RunStore(tmp_path / "run") as store:
+        sets = evaluate_set_metrics(store, reference="reference", specs=["fad:embed:mini"])
+    assert rows.loc[("mine", "embed:mini/FAD"), "mean"] == pytest.approx(sets["mean"].iloc[0], rel=1e-9)
+    assert ("reference", "embed:mini/FAD") not in rows.index

@@ -142,3 +142,30 @@ def test_a_prompt_id_keeps_its_content_within_a_run_dir(tmp_path):
         store.add_prompts([Prompt("p1", "a dog barks")])
         with pytest.raises(StoreError, match="already stored with different text"):
             store.add_prompts([Prompt("p1", "a cat meows")])
+
+
+def test_a_schema_1_store_is_migrated_and_its_n_a_prefixes_become_a_status(tmp_path):
+    import sqlite3
+
+    from ttaeval.store import _SCHEMA
+
+    old = _SCHEMA.replace(", status TEXT NOT NULL DEFAULT 'ok',\n", ",\n")  # schema 1's metric_values
+    assert "status" not in old.split("metric_values")[1].split(";")[0]
+    db = sqlite3.connect(tmp_path / "run.sqlite")
+    db.executescript(old)
+    db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    db.execute("INSERT INTO scorers VALUES ('judge:x@1', 'judge', 0, '[]')")
+    db.execute("INSERT INTO clips (system, prompt_id, sample, clip_key) VALUES ('s', 'p', 0, 'k')")
+    rows = [("aqa", 0.7, None), ("relation", None, "n/a: one event"), ("events", None, "model failed")]
+    for metric, value, error in rows:
+        db.execute("INSERT INTO metric_values VALUES ('k', '', 'judge:x@1', ?, ?, ?)", (metric, value, error))
+    db.commit()
+    db.close()
+    with RunStore(tmp_path) as store:
+        scores = store.scores().set_index("metric")
+        assert dict(scores["status"]) == {"aqa": "ok", "relation": "n/a", "events": "failed"}
+        assert (
+            scores.loc["relation", "error"] == "one event" and scores.loc["events", "error"] == "model failed"
+        )
+    with sqlite3.connect(tmp_path / "run.sqlite") as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)

@@ -37,7 +37,7 @@ from ttaeval.report.tables import (
     tta_bench_markdown,
     tta_bench_table,
 )
-from ttaeval.scorers import SCORERS, get_scorer
+from ttaeval.scorers import SCORERS
 from ttaeval.scoring import score_items
 from ttaeval.store import STORE_NAME, RunLock, RunStore, StoreError
 
@@ -113,17 +113,32 @@ def score(
     weights: Annotated[
         list[str] | None, typer.Option("--weights", help="KEY=PATH checkpoint for --protocol; repeatable.")
     ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Folder of reference audio (system 'reference') for set metrics."),
+    ] = None,
+    set_metric: Annotated[
+        list[str] | None,
+        typer.Option("--set-metric", help="METRIC:SCORER[,K=V], e.g. fad:embed:vggish; repeatable."),
+    ] = None,
 ) -> None:
-    """Score a folder of generated audio against a prompt suite into RUN_DIR."""
+    """Score a folder of generated audio against a prompt suite into RUN_DIR; with --reference, the
+    reference folder too, and the set metrics (a protocol's, --set-metric) against it."""
+    from ttaeval.metrics.set_metrics import evaluate_set_metrics
+    from ttaeval.protocols import build_scorers
+    from ttaeval.runner import REFERENCE_SYSTEM
+
     scorer = list(scorer or [])
+    set_metric = list(set_metric or [])
     try:
-        if protocol is not None:
-            scorer += _protocol_specs(protocol, weights or [])
-        elif weights:
-            raise ValueError("--weights goes with --protocol")
-        if not scorer:
-            raise ValueError("give at least one --scorer or a --protocol")
-        built = [get_scorer(spec) for spec in scorer]
+        built = build_scorers(
+            scorer,
+            protocol=protocol,
+            weights=_pairs(weights, "--weights"),
+            set_metrics=set_metric,
+            reference=reference is not None,
+            reference_flag="--reference DIR",
+        )
     except (KeyError, ValueError, ImportError, OSError) as exc:
         raise _usage_error(str(exc).strip("'\"")) from None
     suite = None
@@ -136,7 +151,14 @@ def score(
         raise _usage_error(f"{', '.join(needs)} score audio against prompts: pass --prompts")
     try:
         items, missing = collect_folder(audio_dir, suite, system)
-    except NotADirectoryError as exc:
+        if reference is not None:
+            if (system or audio_dir.resolve().name) == REFERENCE_SYSTEM:
+                raise ValueError(
+                    f"the reference folder is the system {REFERENCE_SYSTEM!r}: name yours --system"
+                )
+            ref_items, _ = collect_folder(reference, suite, REFERENCE_SYSTEM)
+            items += ref_items
+    except (NotADirectoryError, ValueError) as exc:
         raise _usage_error(str(exc)) from None
     if not items:
         raise _usage_error(f"{audio_dir}: no audio files (.wav, .flac, .ogg, .mp3)")
@@ -154,6 +176,9 @@ def score(
             "system": system,
             "scorers": scorer,
             "protocol": get_protocol(protocol).id if protocol else None,
+            "reference": REFERENCE_SYSTEM if reference is not None else None,
+            "reference_dir": str(reference) if reference is not None else None,
+            "set_metrics": set_metric,
             "batch_size": batch_size,
             "max_duration": max_duration,
         }
@@ -189,6 +214,13 @@ def score(
         f"{summary.failed} failed; {summary.load_failed} files could not be read. Store: {store.path}",
         highlight=False,
     )
+    if specs := run_set_metrics(config):
+        with RunStore(out) as store:
+            try:
+                sets = evaluate_set_metrics(store, reference=config["reference"], specs=specs)
+            except ValueError as exc:
+                raise _usage_error(str(exc)) from None
+        sys.stdout.write(leaderboard_markdown(sets.drop(columns=["spec", "group"]).assign(best=False)))
     raise typer.Exit(0 if summary.all_ok else 1)
 
 
@@ -542,16 +574,6 @@ def protocols(
         p = entry.load()
         table.add_row(p.id, p.summary, ", ".join(p.weights))
     Console().print(table)
-
-
-def _protocol_specs(name: str, weights: list[str]) -> list[str]:
-    pairs = {}
-    for item in weights:
-        key, eq, path = item.partition("=")
-        if not eq:
-            raise ValueError(f"--weights {item!r}: expected KEY=PATH")
-        pairs[key.strip()] = path.strip()
-    return get_protocol(name).scorer_specs(pairs)
 
 
 synth_app = typer.Typer(no_args_is_help=True, help="The synthetic mini world.")

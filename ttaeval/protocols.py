@@ -28,6 +28,7 @@ import pandas as pd
 
 from ttaeval.io.prompts import Prompt
 from ttaeval.registry import Registry
+from ttaeval.scorers import Scorer
 
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
 
@@ -332,3 +333,45 @@ def run_set_metrics(config: Mapping[str, object]) -> list[str] | None:
         specs += list(get_protocol(str(protocol).split("@", 1)[0]).set_metrics)
     specs += list(config.get("set_metrics") or [])
     return list(dict.fromkeys(specs)) or None
+
+
+def build_scorers(
+    specs: Sequence[str],
+    *,
+    protocol: str | None = None,
+    weights: Mapping[str, str] | None = None,
+    set_metrics: Sequence[str] = (),
+    reference: bool = False,
+    reference_flag: str = "--reference",
+) -> list[Scorer]:
+    """The scorers of ``specs`` and of ``protocol`` (labelled ``NAME:BACKEND`` in tables, not by their
+    weight paths), after checking what can be checked before any audio is made or read: the
+    protocol's weights all given, every set metric known and fed by one of these scorers, and a
+    reference where a set metric needs one (``reference_flag`` names the flag that gives it)."""
+    from ttaeval.metrics.set_metrics import parse_set_metric
+    from ttaeval.scorers import get_scorer
+
+    labelled: dict[str, str | None] = dict.fromkeys(specs)
+    set_specs = list(set_metrics)
+    if protocol is not None:
+        named = get_protocol(protocol)
+        labelled.update(zip(named.scorer_specs(weights or {}), named.scorer_labels()))
+        set_specs = [*named.set_metrics, *set_specs]
+    elif weights:
+        raise ValueError("--weights goes with --protocol")
+    parsed = [parse_set_metric(s) for s in dict.fromkeys(set_specs)]
+    if not labelled:
+        raise ValueError("give at least one scorer (--scorer) or a protocol")
+    scorers = []
+    for spec, label in labelled.items():
+        scorer = get_scorer(spec)
+        if label:
+            scorer.spec = label  # type: ignore[attr-defined]
+        scorers.append(scorer)
+    names = {s.id.split("@", 1)[0] for s in scorers} | {s.label for s in scorers}
+    for spec in parsed:
+        if spec.scorer not in names:
+            raise ValueError(f"set metric {spec} reads {spec.scorer}, which is not among the scorers")
+        if spec.build().needs_reference and not reference:
+            raise ValueError(f"set metric {spec} compares against reference audio: give {reference_flag}")
+    return scorers

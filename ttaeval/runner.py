@@ -35,7 +35,7 @@ import soundfile as sf
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator, clip_seed, get_generator
 from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
 from ttaeval.io.prompts import Prompt, load_prompts
-from ttaeval.scorers import Scorer, get_scorer
+from ttaeval.scorers import Scorer
 from ttaeval.scoring import ScoringSummary, score_and_commit
 from ttaeval.store import ClipRecord, RunLock, RunStore, StoreError, prompt_key_for
 
@@ -183,38 +183,17 @@ def dist_env() -> tuple[int, int]:
 
 
 def build_scorers(config: RunConfig) -> list[Scorer]:
-    """The run's scorers (its own, then its protocol's), after checking everything that can be checked
-    before any audio is made: weights given, set metrics known and fed by a scorer, a reference where
-    one is needed."""
-    from ttaeval.metrics.set_metrics import parse_set_metric
-    from ttaeval.protocols import get_protocol, run_set_metrics
+    """The run's scorers, checked before any audio is made (``protocols.build_scorers``)."""
+    from ttaeval.protocols import build_scorers as build
 
-    labelled = {s: None for s in config.scorers}
-    if config.protocol is not None:
-        protocol = get_protocol(config.protocol)
-        specs = protocol.scorer_specs(config.weights)
-        labelled.update(zip(specs, protocol.scorer_labels()))
-    elif config.weights:
-        raise ValueError("weights go with a protocol")
-    set_specs = [parse_set_metric(s) for s in run_set_metrics(config.to_dict()) or []]
-    if not labelled and not set_specs:
-        raise ValueError("give at least one scorer (--scorer) or a protocol")
-    scorers = []
-    for spec, label in labelled.items():
-        scorer = get_scorer(spec)
-        if label:
-            scorer.spec = label  # type: ignore[attr-defined]  # tables name it NAME:BACKEND, not by its paths
-        scorers.append(scorer)
-    names = {s.id.split("@", 1)[0] for s in scorers} | {s.label for s in scorers}
-    for spec in set_specs:
-        if spec.scorer not in names:
-            raise ValueError(f"set metric {spec} reads {spec.scorer}, which is not among the run's scorers")
-        if spec.build().needs_reference and config.reference is None:
-            raise ValueError(
-                f"set metric {spec} compares against reference audio: give --reference SYSTEM "
-                "or --reference folder:DIR"
-            )
-    return scorers
+    return build(
+        config.scorers,
+        protocol=config.protocol,
+        weights=config.weights,
+        set_metrics=config.set_metrics,
+        reference=config.reference is not None,
+        reference_flag="--reference SYSTEM or --reference folder:DIR",
+    )
 
 
 def run(

@@ -297,8 +297,8 @@ def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None
     lines.append(
         f"Mean over prompts with a {int(level * 100)}% percentile-bootstrap CI; **bold**: best, with a CI "
         "clear of every other system's, all on as many prompts. 'failed': the most clips any metric could "
-        "not score (left out, never counted as 0). FAD/FAD-inf/KAD: against the reference system's clips, "
-        "n = clips."
+        "not score (left out, never counted as 0). Set metrics (FAD, FD, KAD, KL, IS, ...): against the "
+        "reference set, n = clips (pairs for KL), no CI."
     )
     if paired is not None and not paired.empty:
         lines += ["", paired_markdown(paired, level)]

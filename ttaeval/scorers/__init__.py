@@ -28,6 +28,9 @@ SCORERS: Registry[type[Scorer]] = Registry("scorer", entry_points="ttaeval.score
 """Built-in backends, and those other distributions declare in the ``ttaeval.scorers`` entry-point
 group (``"embed:mine" = "pkg.module:MineScorer"``: the name is ``NAME:BACKEND``)."""
 DEFAULT_BACKENDS: dict[str, str] = {}
+EXPLICIT_BACKENDS = {"embed"}
+"""Names whose backend is always written (``embed:vggish``): embedding models differ in what they
+measure, not only in how, so a bare ``embed`` names none of them."""
 
 
 def register_scorer(
@@ -39,9 +42,12 @@ def register_scorer(
     extra: str | None = None,
     requires: tuple[str, ...] = (),
 ) -> None:
-    """Register ``name:backend``; ``target`` is the class or "module:Class" (imported on first use)."""
+    """Register ``name:backend``; ``target`` is the class or "module:Class" (imported on first use).
+
+    The first backend of a name (or the one registered with ``default``) is what the bare name means,
+    except for names in ``EXPLICIT_BACKENDS``."""
     SCORERS.register(f"{name}:{backend}", target, extra=extra, requires=requires)
-    if default or name not in DEFAULT_BACKENDS:
+    if name not in EXPLICIT_BACKENDS and (default or name not in DEFAULT_BACKENDS):
         DEFAULT_BACKENDS[name] = backend
 
 
@@ -134,7 +140,7 @@ register_scorer(
     "ttaeval.judge.hf:MiniV1JudgeScorer",
     requires=("torch", "transformers"),
 )
-register_scorer("embed", "mini", "ttaeval.embedders.mini:MiniScorer", default=True, requires=("torch",))
+register_scorer("embed", "mini", "ttaeval.embedders.mini:MiniScorer", requires=("torch",))
 register_scorer("embed", "vggish", "ttaeval.embedders.vggish:VGGishScorer", requires=("torch",))
 register_scorer("embed", "panns", "ttaeval.embedders.panns:PannsScorer", requires=("torch",))
 register_scorer(
