@@ -90,3 +90,57 @@ def assert_all_scored(names, results) -> None:
         bad = {k: v for k, v in r.values.items() if k not in r.not_applicable and not math.isfinite(v)}
         assert not bad, f"{name}: non-finite {bad}"
         assert any(math.isfinite(v) for v in r.values.values()), f"{name}: nothing scored"
+
+
+def random_protocol_weights(folder, which=("panns", "vggish", "openl3", "passt", "laion")) -> dict:
+    """Random weights in the released layouts of the protocols' models (no hub here), saved under
+    ``folder``; returns the ``--weights KEY=PATH`` pairs. For a look by hand, from the repository:
+    ``python -c "import sys; sys.path[:0] = ['tests']; import helpers; helpers.random_protocol_weights('w')"``
+    """
+    import contextlib
+    import io
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).parent))
+    torch.manual_seed(0)
+    out = {}
+    if "panns" in which:
+        import test_backbones
+
+        pann = test_backbones.fad_pann_module()
+        net = pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527)
+        torch.save({"model": net.state_dict()}, folder / "panns.pth")
+        out["panns"] = folder / "panns.pth"
+    if "vggish" in which:
+        tv = reference_package("torchvggish")
+        torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), folder / "vggish.pth")
+        out["vggish"] = folder / "vggish.pth"
+    if "openl3" in which:
+        tl3 = reference_package("torchopenl3")
+        net = tl3.models.PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env")
+        torch.save(net.state_dict(), folder / "openl3.pth")
+        out["openl3"] = folder / "openl3.pth"
+    if "passt" in which:
+        reference_package("hear21passt")
+        reference_package("timm")
+        from ttaeval.backbones.passt import passt_models
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = passt_models().passt.get_model(
+                arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998
+            )
+        torch.save(net.state_dict(), folder / "passt.pt")
+        out["passt"] = folder / "passt.pt"
+    if "laion" in which:
+        import test_clap_laion
+
+        test_clap_laion.save_like_laion(test_clap_laion.package_module(False), folder / "laion.pt")
+        bpe_tokenizer().save_pretrained(folder / "roberta")
+        test_clap_laion.tiny_roberta_config().save_pretrained(folder / "roberta")
+        out["laion"], out["roberta"] = folder / "laion.pt", folder / "roberta"
+    return out

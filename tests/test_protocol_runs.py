@@ -8,7 +8,6 @@ VGGish, OpenL3, PaSST, and LAION-CLAP's HTSAT-tiny with a tiny RoBERTa.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
@@ -26,7 +25,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import reference_package
+from helpers import random_protocol_weights, reference_package
 from ttaeval import load_audio
 from ttaeval.cli import app
 from ttaeval.embedders import get_embedder
@@ -51,13 +50,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocols")
     result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["synth", "export", str(root / "suite")])
     assert result.exit_code == 0, result.output
-    torch.manual_seed(0)
-    import test_backbones
-
-    pann = test_backbones.fad_pann_module()
-    torch.save({"model": pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527).state_dict()}, root / "panns.pth")
-    tv = reference_package("torchvggish")
-    torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), root / "vggish.pth")
+    random_protocol_weights(root, ("panns", "vggish"))
     return root
 
 
@@ -214,31 +207,8 @@ def _frechet_audio_distance_module():
 
 @pytest.mark.slow
 def test_audiocaps_sam_runs_end_to_end(world, tmp_path):
-    import test_clap_laion
-
-    from helpers import bpe_tokenizer
-    from ttaeval.backbones.passt import passt_models
-
-    reference_package("laion_clap")
-    tl3 = reference_package("torchopenl3")
-    torch.manual_seed(1)
-    test_clap_laion.save_like_laion(test_clap_laion.package_module(False), tmp_path / "laion.pt")
-    bpe_tokenizer().save_pretrained(tmp_path / "roberta")
-    test_clap_laion.tiny_roberta_config().save_pretrained(tmp_path / "roberta")
-    model = tl3.models.PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env")
-    torch.save(model.state_dict(), tmp_path / "l3.pth")
-    reference_package("timm")
-    with contextlib.redirect_stdout(io.StringIO()):
-        passt = passt_models().passt.get_model(
-            arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998
-        )
-    torch.save(passt.state_dict(), tmp_path / "passt.pt")
-
+    weights = random_protocol_weights(tmp_path, ("laion", "openl3", "passt"))
     n = 6
-    weights = {
-        "laion": tmp_path / "laion.pt", "roberta": tmp_path / "roberta",
-        "openl3": tmp_path / "l3.pth", "passt": tmp_path / "passt.pt",
-    }  # fmt: skip
     args = ["run", "--out", str(tmp_path / "run"), "--suite", str(world / "suite" / "acc_prompt.json")]
     args += ["--limit", str(n), "--protocol", "audiocaps-sam", "--quiet"]
     args += [f"--weights={k}={v}" for k, v in weights.items()]

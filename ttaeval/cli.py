@@ -220,7 +220,7 @@ def score(
                 sets = evaluate_set_metrics(store, reference=config["reference"], specs=specs)
             except ValueError as exc:
                 raise _usage_error(str(exc)) from None
-        sys.stdout.write(leaderboard_markdown(sets.drop(columns=["spec", "group"]).assign(best=False)))
+        sys.stdout.write(leaderboard_markdown(sets.drop(columns=["group"]).assign(best=False)))
     raise typer.Exit(0 if summary.all_ok else 1)
 
 

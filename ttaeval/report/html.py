@@ -64,7 +64,8 @@ def leaderboard_html(board: pd.DataFrame, paired: pd.DataFrame | None = None) ->
         parts.append(table(*leaderboard_cells(part)))
     parts.append(
         '<p class="note">Mean over prompts with a 95% percentile-bootstrap CI; highlighted: best, with a CI '
-        "clear of every other system's. FAD/FAD-inf/KAD against the reference system's clips.</p>"
+        "clear of every other system's. Set metrics (FAD, FD, KAD, KL, IS, ...): against the reference set, "
+        "n = clips (pairs for KL), no CI.</p>"
     )
     if paired is not None and not paired.empty:
         parts.append(f"<h4>Against the baseline {escape(str(paired['baseline'].iloc[0]))}</h4>")

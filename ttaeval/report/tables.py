@@ -69,10 +69,6 @@ def clip_table(store: RunStore) -> pd.DataFrame:
     return table.drop(columns=["score_errors"])
 
 
-SET_ARTEFACT = "audio_embedding"
-"""The per-clip artefact that set metrics (FAD, FAD-inf, KAD against the reference system) use."""
-
-
 def leaderboard(
     store: RunStore,
     *,
@@ -126,7 +122,7 @@ def leaderboard(
             )
     if reference is not None or set_metrics:
         sets = evaluate_set_metrics(store, reference=reference, specs=set_metrics, by=by)
-        rows += sets.drop(columns=["spec"]).to_dict("records")
+        rows += sets.to_dict("records")
     board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS[:-1])
     board["best"] = _separated_best(board)
     if not by:
@@ -146,6 +142,7 @@ LEADERBOARD_COLUMNS = [
     "n",
     "n_clips",
     "n_failed",
+    "spec",
     "best",
 ]
 
@@ -261,7 +258,7 @@ def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], 
     rows, marks = [], []
     for system, group in board.groupby("system", sort=True):
         cells = {r["metric"]: r for _, r in group.iterrows()}
-        per_prompt = [r for r in cells.values() if math.isfinite(r["ci_low"]) or r["n"] < 2]
+        per_prompt = [r for r in cells.values() if not isinstance(r.get("spec"), str)]
         failed = int(np.max([r["n_failed"] for r in per_prompt])) if per_prompt else 0
         row = [str(system), str(int(group["n_clips"].max())), str(failed)]
         mark = [False, False, False]
@@ -269,7 +266,7 @@ def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], 
             r = cells.get(m)
             if r is None:
                 row.append("–")
-            elif "/FAD" in m or m.endswith("/KAD"):
+            elif isinstance(r.get("spec"), str):  # a set metric: one value, no CI
                 row.append(f"{fmt(r['mean'])} (n={int(r['n'])})")
             else:
                 row.append(f"{fmt(r['mean'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]")
