@@ -9,9 +9,11 @@ Two things had to be supplied because nothing outside this machine is reachable:
 ``VGG`` with the hub model's preprocessing (``waveform_to_examples`` inside ``forward(x, fs)``), and
 the ``encodec`` module the package imports at the top (used only by its EnCodec model) is a stub.
 
-Ours: ``ttaeval.folder_fad.folder_fad`` (what ``ttaeval fad --embedder vggish,checkpoint=...`` runs):
-soxr resampling in threads a chunk ahead of the model, VGGish examples of many clips per forward
-pass under ``inference_mode``, streamed float64 statistics, the Cholesky/eigh Frechet distance.
+Ours: ``ttaeval.folder_fad.folder_fad`` (what ``ttaeval fad --embedder embed:vggish,checkpoint=...``
+runs): both folders scored by the ``embed:vggish`` scorer into a temporary run store (files decoded
+and soxr-resampled in threads, VGGish examples of many clips per forward pass under
+``inference_mode``, frames stored as artefacts), then the ``fad`` set metric read from the store
+(float64 statistics, the Cholesky/eigh Frechet distance).
 
 Run: ``python benchmarks/bench_fad_folder.py [N]`` (``make bench``).
 """

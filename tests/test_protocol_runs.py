@@ -383,3 +383,21 @@ def test_score_with_a_reference_folder_prints_and_records_the_set_metrics(folder
         sets = evaluate_set_metrics(store, reference="reference", specs=["fad:embed:mini"])
     assert rows.loc[("mine", "embed:mini/FAD"), "mean"] == pytest.approx(sets["mean"].iloc[0], rel=1e-9)
     assert ("reference", "embed:mini/FAD") not in rows.index
+
+
+def test_grouped_set_metrics_leave_out_groups_the_reference_does_not_cover(tmp_path):
+    from ttaeval.runner import RunConfig, run
+
+    config = RunConfig(
+        out=tmp_path / "run", systems={"a": "synth", "ref": "synth,seed_offset=1"}, suite="synth:accuracy",
+        scorers=["embed:mini"], reference="ref", limit=10,
+    )  # fmt: skip
+    assert run(config).all_ok
+    with RunStore(tmp_path / "run") as store:
+        counts = store.prompts().set_index("prompt_id").join(store.prompt_groups("event_count"))
+        sizes = counts.groupby("event_count").size()
+        with pytest.warns(UserWarning, match="left out for event_count"):
+            board = leaderboard(store, by="event_count", reference="ref")
+    fad = board[board["metric"] == "embed:mini/FAD"].set_index("group")
+    assert set(fad.index) == set(sizes[sizes >= 2].index) and sizes.min() < 2
+    assert (fad["n"] == sizes[fad.index]).all()

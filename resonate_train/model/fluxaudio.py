@@ -2,16 +2,18 @@
 
 Layout (names follow the released network, so its state dict loads key for key):
 
-- ``audio_input_proj``: conv (k=7) -> SiLU -> SwiGLU conv feed-forward; latents ``(B, T, C)`` in.
+- ``audio_input_proj``: conv (k=7) -> SELU -> SwiGLU conv feed-forward; latents ``(B, T, C)`` in.
 - ``text_input_proj``: linear -> SwiGLU feed-forward on the text encoder's token features.
 - ``text_cond_proj``: the same on the pooled text feature: the global condition, added to the
   timestep embedding ``t_embed``; every block is modulated by it (adaLN-zero: shift, scale, gate).
 - ``joint_blocks``: MMDiT blocks: latent and text tokens keep their own weights (latent: conv
   output projection and conv feed-forward, k=3; text: linear) and attend jointly; QK-norm (RMSNorm
-  per head); rotary position embedding on the latent tokens. The last text block only modulates
-  (its output is never used), as in SD3.
+  per head); rotary position embedding on the latent tokens and, with positions of their own, on
+  the text tokens. The last text block only modulates (its output is never used), as in SD3.
 - ``fused_blocks``: single-stream DiT blocks on the latent tokens.
 - ``final_layer``: adaLN (shift, scale) -> conv (k=7) -> velocity ``(B, T, C)``.
+- The timestep embedding takes t in [0, 1] as it is (t = 1 is noise), ``[cos, sin]`` of 128
+  frequencies; q/k/v are split from the fused projection interleaved (``(h d j)``).
 - Buffers: ``latent_mean``/``latent_std`` (the codec's latent statistics: the network works on
   normalised latents, and ``unnormalize`` must be applied before decoding), and
   ``empty_string_feat``/``empty_string_feat_c`` (the text features of the empty prompt, the
@@ -56,6 +58,19 @@ class FluxAudioConfig:
     """Feed-forward width is rounded up to a multiple of this."""
     rope_base: float = 10000.0
     """Rotary embedding base."""
+    input_activation: str = "selu"
+    """Activation after the audio input conv: ``selu`` (the released network) or ``silu``."""
+    timestep_scale: float = 1.0
+    """t in [0, 1] is multiplied by this before its sinusoidal embedding (1: the released network)."""
+    qkv_layout: str = "interleaved"
+    """How the fused q/k/v projection splits: ``interleaved`` (``(h d j)``: q, k, v innermost, the
+    released network) or ``blocked`` (``(j h d)``: a q block, a k block, a v block)."""
+    text_rope: bool = True
+    """Rotary embedding on the text tokens too, positions 0..L-1 of their own (the released network)."""
+    norm_eps: float = 1e-5
+    """LayerNorm epsilon (torch's default, the released network's)."""
+    qk_norm_eps: float | None = None
+    """RMSNorm epsilon of the QK-norm (None: float32's machine epsilon, torch's default)."""
 
     @property
     def ffn_dim(self) -> int:
@@ -64,6 +79,18 @@ class FluxAudioConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+LEGACY_FUNCTION = {
+    "input_activation": "silu",
+    "timestep_scale": 1000.0,
+    "qkv_layout": "blocked",
+    "text_rope": False,
+    "norm_eps": 1e-6,
+    "qk_norm_eps": 1e-6,
+}
+"""The function this project's networks computed before they matched the released code; the mini
+world's checkpoints were trained with it, and configs saved without these fields mean it."""
 
 
 # -- pieces --------------------------------------------------------------------------------------
@@ -125,16 +152,20 @@ def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
 class SelfAttention(nn.Module):
     """The q/k/v projection with per-head RMS QK-norm; attention itself is done by the caller (joint)."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, cfg: FluxAudioConfig) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.interleaved = num_heads, cfg.qkv_layout == "interleaved"
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
-        self.q_norm = nn.RMSNorm(dim // num_heads, eps=1e-6)
-        self.k_norm = nn.RMSNorm(dim // num_heads, eps=1e-6)
+        self.q_norm = nn.RMSNorm(dim // num_heads, eps=cfg.qk_norm_eps)
+        self.k_norm = nn.RMSNorm(dim // num_heads, eps=cfg.qk_norm_eps)
 
     def qkv_heads(self, x: torch.Tensor, rot: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
+        h = self.num_heads
+        if self.interleaved:  # '(h d j)': each head's q, k, v values side by side, innermost
+            q, k, v = self.qkv(x).view(b, t, h, d // h, 3).permute(4, 0, 2, 1, 3)
+        else:  # '(j h d)'
+            q, k, v = self.qkv(x).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
         if rot is not None:
             q, k = apply_rope(q, rot), apply_rope(k, rot)
@@ -149,16 +180,15 @@ class Block(nn.Module):
     (the last joint block's text stream, whose outputs are never used).
     """
 
-    def __init__(
-        self, dim: int, num_heads: int, ffn_dim: int, kernel_size: int, pre_only: bool = False
-    ) -> None:
+    def __init__(self, cfg: FluxAudioConfig, kernel_size: int, pre_only: bool = False) -> None:
         super().__init__()
+        dim, num_heads, ffn_dim = cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim
         self.pre_only = pre_only
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = SelfAttention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=cfg.norm_eps)
+        self.attn = SelfAttention(dim, num_heads, cfg)
         if not pre_only:
             self.linear1 = SeqConv(dim, dim, kernel_size) if kernel_size > 1 else nn.Linear(dim, dim)
-            self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+            self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=cfg.norm_eps)
             self.ffn = ConvMLP(dim, ffn_dim, kernel_size) if kernel_size > 1 else MLP(dim, ffn_dim)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, (2 if pre_only else 6) * dim))
 
@@ -190,17 +220,22 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class JointBlock(nn.Module):
     """MMDiT block: latent and text streams with their own weights attend over both together."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, pre_only: bool) -> None:
+    def __init__(self, cfg: FluxAudioConfig, pre_only: bool) -> None:
         super().__init__()
         self.pre_only = pre_only
-        self.latent_block = Block(dim, num_heads, ffn_dim, kernel_size=3)
-        self.text_block = Block(dim, num_heads, ffn_dim, kernel_size=1, pre_only=pre_only)
+        self.latent_block = Block(cfg, kernel_size=3)
+        self.text_block = Block(cfg, kernel_size=1, pre_only=pre_only)
 
     def forward(
-        self, latent: torch.Tensor, text: torch.Tensor, c: torch.Tensor, rot: torch.Tensor
+        self,
+        latent: torch.Tensor,
+        text: torch.Tensor,
+        c: torch.Tensor,
+        rot: torch.Tensor,
+        text_rot: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         (lq, lk, lv), lmods = self.latent_block.pre_attention(latent, c, rot)
-        (tq, tk, tv), tmods = self.text_block.pre_attention(text, c, None)
+        (tq, tk, tv), tmods = self.text_block.pre_attention(text, c, text_rot)
         n = latent.shape[1]
         out = _attend(torch.cat([lq, tq], 2), torch.cat([lk, tk], 2), torch.cat([lv, tv], 2))
         latent = self.latent_block.post_attention(latent, out[:, :n], lmods)
@@ -210,11 +245,11 @@ class JointBlock(nn.Module):
 
 
 class TimestepEmbedder(nn.Module):
-    """Sinusoidal embedding of t in [0, 1] (scaled by 1000, 256 frequencies) -> MLP."""
+    """Sinusoidal embedding ``[cos, sin]`` of ``scale * t`` (256 dims) -> MLP."""
 
-    def __init__(self, dim: int, frequency_dim: int = 256, max_period: float = 10000.0) -> None:
+    def __init__(self, dim: int, scale: float, frequency_dim: int = 256, max_period: float = 10000.0) -> None:
         super().__init__()
-        self.frequency_dim, self.max_period = frequency_dim, max_period
+        self.frequency_dim, self.max_period, self.scale = frequency_dim, max_period, scale
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -222,15 +257,15 @@ class TimestepEmbedder(nn.Module):
         freqs = torch.exp(
             -math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
         )
-        args = 1000 * t.float()[:, None] * freqs[None]
+        args = self.scale * t.float()[:, None] * freqs[None]
         emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
         return self.mlp(emb.to(self.mlp[0].weight.dtype))
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, dim: int, out_dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int, eps: float) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=eps)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.conv = SeqConv(dim, out_dim, 7)
 
@@ -249,15 +284,20 @@ class FluxAudio(nn.Module):
         d, h, f = cfg.hidden_dim, cfg.num_heads, cfg.ffn_dim
         if d % h or (d // h) % 2:
             raise ValueError(f"hidden_dim {d} must split into {h} heads of even width")
-        self.audio_input_proj = nn.Sequential(SeqConv(cfg.latent_dim, d, 7), nn.SiLU(), ConvMLP(d, f, 7))
+        activations = {"selu": nn.SELU, "silu": nn.SiLU}
+        if cfg.input_activation not in activations or cfg.qkv_layout not in ("interleaved", "blocked"):
+            raise ValueError(
+                f"input_activation must be selu or silu and qkv_layout interleaved or blocked, got "
+                f"{cfg.input_activation!r}, {cfg.qkv_layout!r}"
+            )
+        act = activations[cfg.input_activation]
+        self.audio_input_proj = nn.Sequential(SeqConv(cfg.latent_dim, d, 7), act(), ConvMLP(d, f, 7))
         self.text_input_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), MLP(d, f))
         self.text_cond_proj = nn.Sequential(nn.Linear(cfg.text_c_dim, d), MLP(d, f))
-        self.t_embed = TimestepEmbedder(d)
-        self.joint_blocks = nn.ModuleList(
-            JointBlock(d, h, f, pre_only=i == cfg.depth - 1) for i in range(cfg.depth)
-        )
-        self.fused_blocks = nn.ModuleList(Block(d, h, f, kernel_size=3) for _ in range(cfg.fused_depth))
-        self.final_layer = FinalLayer(d, cfg.latent_dim)
+        self.t_embed = TimestepEmbedder(d, cfg.timestep_scale)
+        self.joint_blocks = nn.ModuleList(JointBlock(cfg, pre_only=i == cfg.depth - 1) for i in range(cfg.depth))
+        self.fused_blocks = nn.ModuleList(Block(cfg, kernel_size=3) for _ in range(cfg.fused_depth))
+        self.final_layer = FinalLayer(d, cfg.latent_dim, cfg.norm_eps)
         self.register_buffer("latent_mean", torch.zeros(1, 1, cfg.latent_dim))
         self.register_buffer("latent_std", torch.ones(1, 1, cfg.latent_dim))
         self.register_buffer("empty_string_feat", torch.zeros(cfg.text_seq_len, cfg.text_dim))
@@ -313,8 +353,9 @@ class FluxAudio(nn.Module):
         x = self.audio_input_proj(latent)
         text = self.text_input_proj(text_f)
         rot = self._rot(x.shape[1], x.device)
+        text_rot = self._rot(text.shape[1], x.device) if self.config.text_rope else None
         for block in self.joint_blocks:
-            x, text = block(x, text, c, rot)
+            x, text = block(x, text, c, rot, text_rot)
         for block in self.fused_blocks:
             x = block(x, c, rot)
         return self.final_layer(x, c)
@@ -335,6 +376,7 @@ def fluxaudio_470m() -> FluxAudio:
 
 
 MINI_CONFIG = FluxAudioConfig(
+    **LEGACY_FUNCTION,  # what the shipped resonate-mini checkpoints were trained with
     latent_dim=32,  # MelCodec's 32 mel bands
     latent_seq_len=126,  # 4 s at 16 kHz, hop 512
     text_dim=128,  # clap-mini's text tower

@@ -52,6 +52,10 @@ class EmbeddingScorer(Scorer):
     id_exclude = ("batch_size", "device")
 
     def identity_options(self) -> dict[str, object]:
+        """The options, weight files by content digest (hashed once: ``id`` is read per batch)."""
+        cached = self.__dict__.get("_identity")
+        if cached is not None:
+            return cached
         opts: dict[str, object] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
@@ -63,6 +67,7 @@ class EmbeddingScorer(Scorer):
                 )
             else:
                 opts[f.name] = value
+        self.__dict__["_identity"] = opts
         return opts
 
     @abstractmethod

@@ -332,7 +332,8 @@ def evaluate_set_metrics(
         ``n_failed`` (clips without the artefact), ``ci_low``/``ci_high`` (NaN: no CI), ``spec``.
 
     Raises:
-        SetMetricError: fewer than two reference clips, NaN in an artefact, generated and reference
+        SetMetricError: fewer than two reference clips (with ``by``, such a group is left out with a
+            warning instead), NaN in an artefact, generated and reference
             clips embedded by different models, a paired metric without any pair.
     """
     clips = store.clips()
@@ -364,6 +365,12 @@ def evaluate_set_metrics(
         for group in sorted(set(clips["group"])):
             in_group = arts[arts["group"] == group]
             ref = in_group[in_group["system"] == reference] if reference else None
+            if ref is not None and by and len(ref) < 2:  # a group the reference does not cover
+                warnings.warn(
+                    f"{spec}: left out for {by} = {group}: the reference has {len(ref)} clip(s) there",
+                    stacklevel=2,
+                )
+                continue
             if ref is not None:
                 _check_set(
                     ref, f"{spec}: the reference {reference!r}" + (f" in group {group!r}" if by else ""), 2

@@ -28,7 +28,8 @@ class Scorer(ABC):
     Class attributes to set:
         name, backend: the spec ``name:backend`` the scorer is registered under.
         version: bump when the numbers change for the same options.
-        metrics: the MetricSpecs ``score`` returns.
+        metrics: the MetricSpecs ``score`` returns (none for embedding scorers: their results are
+            artefacts only, and a clip that failed says so in ``ScoreResult.failure``).
         sample_rate, channels: what the audio is converted to before ``score_batch`` (None: as is).
         uses_prompt: whether scores depend on the prompt (then cache keys include the prompt content).
         id_exclude: option names that do not change the numbers (batch size, device) and stay out of
