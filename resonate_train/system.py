@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from resonate_train.model import FluxAudio, FluxAudioConfig
 from resonate_train.model.codec import MelCodec
+from resonate_train.model.fluxaudio import LEGACY_FUNCTION
 from resonate_train.model.text import TextEncoder, text_encoder_from_dict
 from resonate_train.sampling import euler_sample, guided
 
@@ -75,7 +76,9 @@ class ResonateSystem:
                 f"{folder}: not a resonate_train checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
             )
         config = json.loads((folder / CONFIG_NAME).read_text())
-        network = FluxAudio(FluxAudioConfig(**config["network"]))
+        # a config saved before the network's function fields existed means the function it was
+        # trained with (LEGACY_FUNCTION); saved fields always win
+        network = FluxAudio(FluxAudioConfig(**{**LEGACY_FUNCTION, **config["network"]}))
         network.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         codec_spec = dict(config["codec"])
         if codec_spec.pop("kind") != "mel":

@@ -15,7 +15,7 @@ SHARED_DATA = Path(
 )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data (or $TTAEVAL_SHARED_DATA); skipped when absent, an error under CI."""
     if not SHARED_DATA.is_dir():

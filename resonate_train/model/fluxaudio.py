@@ -295,7 +295,9 @@ class FluxAudio(nn.Module):
         self.text_input_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), MLP(d, f))
         self.text_cond_proj = nn.Sequential(nn.Linear(cfg.text_c_dim, d), MLP(d, f))
         self.t_embed = TimestepEmbedder(d, cfg.timestep_scale)
-        self.joint_blocks = nn.ModuleList(JointBlock(cfg, pre_only=i == cfg.depth - 1) for i in range(cfg.depth))
+        self.joint_blocks = nn.ModuleList(
+            JointBlock(cfg, pre_only=i == cfg.depth - 1) for i in range(cfg.depth)
+        )
         self.fused_blocks = nn.ModuleList(Block(cfg, kernel_size=3) for _ in range(cfg.fused_depth))
         self.final_layer = FinalLayer(d, cfg.latent_dim, cfg.norm_eps)
         self.register_buffer("latent_mean", torch.zeros(1, 1, cfg.latent_dim))

@@ -1,0 +1,101 @@
+"""The 470M FluxAudio computes the released network's function: its velocity and intermediate
+activations equal the official code's golden outputs (``../shared/data/resonate/fluxaudio_forward``)
+on deterministic synthetic weights, within the tolerances that folder's README gives."""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from resonate_train.model import fluxaudio_470m
+
+
+def fill_tensor(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The golden fixtures' fill rule (their README, section 2), key by key."""
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    r = torch.randn(shape, generator=g, dtype=torch.float32)
+    leaf = key.rsplit(".", 1)[-1]
+    if key == "latent_mean":
+        return 0.5 * r
+    if key == "latent_std":
+        return 1.0 + 0.5 * r.abs()
+    if key.startswith("empty_string_feat"):
+        return 0.2 * r
+    if key.endswith(("q_norm.weight", "k_norm.weight")):
+        return 2.0 + 0.2 * r
+    if leaf == "bias":
+        return 0.02 * r
+    return r / math.sqrt(math.prod(shape[1:]))
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def golden(shared_data):
+    return shared_data / "resonate" / "fluxaudio_forward"
+
+
+@pytest.fixture(scope="module")
+def filled(golden):
+    torch.manual_seed(0)
+    net = fluxaudio_470m().eval()
+    state = {k: fill_tensor(k, tuple(v.shape)) for k, v in net.state_dict().items()}
+    net.load_state_dict(state, strict=True)
+    layout = json.loads((golden / "fluxaudio_m_44k.layout_and_fill_check.json").read_text())
+    for key, check in layout["fill_check"].items():  # the fill is the fixtures' own
+        value = state[key]
+        assert list(value.shape) == check["shape"]
+        assert np.allclose(value.flatten()[:4].numpy(), check["first4"], atol=1e-7)
+        assert value.double().sum().item() == pytest.approx(check["sum"], rel=1e-6, abs=1e-6)
+    return net
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("t", ["03", "09"])
+def test_the_470m_velocity_and_intermediates_equal_the_official_golden(filled, golden, t):
+    tol = json.loads((golden / "tolerances.json").read_text())["recommended_pass"]
+    x, text_f, text_f_c = (
+        torch.from_numpy(np.load(golden / f"in_{n}.npy")) for n in ("x", "text_f", "text_f_c")
+    )
+    captured: dict[str, np.ndarray] = {}
+
+    def keep(name):
+        def hook(_module, _inputs, output):
+            captured[name] = (output[0] if isinstance(output, tuple) else output).detach().numpy().copy()
+
+        return hook
+
+    hooks = [
+        filled.text_cond_proj.register_forward_hook(keep("after_text_cond_proj")),
+        filled.text_input_proj.register_forward_hook(keep("after_text_input_proj")),
+        filled.t_embed.register_forward_hook(keep("after_t_embed")),
+        filled.audio_input_proj.register_forward_hook(keep("after_audio_input_proj")),
+    ]
+    for i in (0, 15):
+        block = filled.joint_blocks[i]
+
+        def joint(_m, _inputs, output, i=i):
+            captured[f"after_joint_block_{i}_latent"] = output[0].detach().numpy().copy()
+            captured[f"after_joint_block_{i}_text"] = output[1].detach().numpy().copy()
+
+        hooks.append(block.register_forward_hook(joint))
+    for i in (0, 17, 35):
+        hooks.append(filled.fused_blocks[i].register_forward_hook(keep(f"after_fused_block_{i}")))
+    with torch.no_grad():
+        velocity = filled(x, torch.tensor([int(t) / 10]), text_f, text_f_c).numpy()
+    for h in hooks:
+        h.remove()
+    expected = np.load(golden / f"out_velocity_t{t}.npy")
+    assert rel_l2(velocity, expected) <= tol["velocity_rel_l2"]
+    assert np.abs(velocity - expected).max() <= tol["velocity_max_abs"]
+    for name, ours in captured.items():
+        theirs = np.load(golden / f"mid_t{t}_{name}.npy").reshape(ours.shape)
+        assert rel_l2(ours, theirs) <= tol["intermediates_rel_l2"], name
+    assert len(captured) == 11
