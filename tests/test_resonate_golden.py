@@ -99,3 +99,75 @@ def test_the_470m_velocity_and_intermediates_equal_the_official_golden(filled, g
         theirs = np.load(golden / f"mid_t{t}_{name}.npy").reshape(ours.shape)
         assert rel_l2(ours, theirs) <= tol["intermediates_rel_l2"], name
     assert len(captured) == 11
+
+
+# -- the 44.1 kHz mel VAE and its mel converter (``../shared/data/resonate/vae_vocoder``) ------------
+def fill_vae_tensor(key: str, shape: tuple[int, ...], constants: dict) -> torch.Tensor:
+    """The vae_vocoder fixtures' fill rule (their README, section 4), for the VAE's keys."""
+    if key in ("data_mean", "data_std"):
+        return torch.tensor(constants[f"vae44k_{key}"], dtype=torch.float32).view(1, 128, 1)
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    r = torch.randn(shape, generator=g, dtype=torch.float32)
+    if key.rsplit(".", 1)[-1] == "learnable_gain":
+        return 0.1 * r
+    return r / math.sqrt(math.prod(shape[1:]))
+
+
+@pytest.fixture(scope="module")
+def vae_golden(shared_data):
+    return shared_data / "resonate" / "vae_vocoder"
+
+
+@pytest.fixture(scope="module")
+def vae(vae_golden):
+    from resonate_train.model.mel_vae import MelVAE
+
+    layout = json.loads((vae_golden / "vae44k.state_dict.json").read_text())
+    constants = json.loads((vae_golden / "constants.json").read_text())
+    net = MelVAE().eval()
+    assert {k: list(v.shape) for k, v in net.state_dict().items()} == layout["state_dict"]  # key for key
+    net.load_state_dict({k: fill_vae_tensor(k, tuple(s), constants) for k, s in layout["state_dict"].items()})
+    with pytest.raises(RuntimeError, match="call fuse"):
+        net.decode(torch.zeros(1, 40, 4))
+    return net.fuse()
+
+
+def _max_abs(ours: torch.Tensor, golden_file) -> float:
+    return float(np.abs(ours.detach().numpy() - np.load(golden_file)).max())
+
+
+def test_the_mel_converter_equals_the_official_44k_converter(vae_golden):
+    from resonate_train.model.mel_vae import MelConverter
+
+    converter = MelConverter()
+    basis = np.load(vae_golden / "mel44k_mel_basis.npy")
+    assert np.abs(converter.mel_basis.numpy() - basis).max() <= 1e-6 * np.abs(basis).max()
+    mel = converter(torch.from_numpy(np.load(vae_golden / "b_wave_in.npy")))
+    assert mel.shape == (1, 128, 172) and _max_abs(mel, vae_golden / "b_mel.npy") <= 1e-4
+
+
+@pytest.mark.slow
+def test_the_vae_decodes_and_encodes_as_the_official_44k_vae(vae, vae_golden):
+    with torch.no_grad():
+        mel = vae.decode(torch.from_numpy(np.load(vae_golden / "a_vae_decode_latent_in.npy")))
+        mean, std = vae.encode(torch.from_numpy(np.load(vae_golden / "b_mel.npy")))
+    assert mel.shape == (1, 128, 172) and _max_abs(mel, vae_golden / "a_vae_decode_mel_out.npy") <= 1e-4
+    assert mean.shape == std.shape == (1, 40, 86)
+    assert _max_abs(mean, vae_golden / "b_latent_mean.npy") <= 5e-5
+    assert _max_abs(std, vae_golden / "b_latent_std.npy") <= 5e-5
+
+
+@pytest.mark.slow
+def test_resonate_decode_chain_unnormalises_before_the_vae(vae, vae_golden):
+    """Fixture (d): a normalised (B, L, C) latent, un-normalised with the release's latent_mean/std,
+    transposed and decoded: the official chain's mel."""
+    constants = json.loads((vae_golden / "constants.json").read_text())
+    mean = torch.tensor(constants["resonate_latent_mean_44k"]).view(1, 1, 40)
+    std = torch.tensor(constants["resonate_latent_std_44k"]).view(1, 1, 40)
+    x = torch.from_numpy(np.load(vae_golden / "d_chain_latent_in_normalised.npy"))
+    with torch.no_grad():
+        mel = vae.decode((x * std + mean).transpose(1, 2))
+    assert _max_abs(mel, vae_golden / "d_chain_mel.npy") <= 1e-4
+    with torch.no_grad():
+        forgot = vae.decode(x.transpose(1, 2))  # the release's reward-decoding bug: no un-normalisation
+    assert _max_abs(forgot, vae_golden / "d_chain_mel.npy") > 1e-2

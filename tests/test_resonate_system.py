@@ -96,7 +96,8 @@ def test_pretraining_writes_a_loadable_checkpoint_with_the_data_statistics(tmp_p
     assert system.generate(["a bell rings"], seeds=[0], steps=2).shape == (1, 64_000)
 
 
-def test_t5_text_encoder_pads_to_its_length_and_pools_real_tokens(tmp_path):
+def test_t5_text_encoder_is_run_as_the_released_resonate_runs_it(tmp_path):
+    """Padded to max_length, the encoder's outputs at every position, their unmasked mean pooled."""
     from transformers import T5Config, T5EncoderModel
 
     from helpers import bpe_tokenizer
@@ -112,7 +113,13 @@ def test_t5_text_encoder_pads_to_its_length_and_pools_real_tokens(tmp_path):
     enc = T5TextEncoder(str(tmp_path), max_tokens=12)
     feats, pooled = enc.encode(["a dog barks loudly", "rain"])
     assert feats.shape == (2, 12, 16) and pooled.shape == (2, 16)
+    batch = tok(["a dog barks loudly", "rain"], padding="max_length", max_length=12, truncation=True,
+                return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        direct = T5EncoderModel.from_pretrained(tmp_path).eval()(**batch).last_hidden_state
+    assert torch.allclose(feats, direct, atol=1e-6)
     n = len(tok("rain")["input_ids"])
-    assert torch.all(feats[1, n:] == 0) and torch.allclose(pooled[1], feats[1, :n].mean(0), atol=1e-6)
+    assert not torch.all(feats[1, n:] == 0)  # padding positions keep the encoder's outputs
+    assert torch.allclose(pooled, direct.mean(1), atol=1e-6)  # mean over all 12 positions
     again = text_encoder_from_dict(enc.to_dict()).encode(["rain"])
     assert torch.allclose(again[0][0], feats[1], atol=1e-5)

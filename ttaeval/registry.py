@@ -106,6 +106,21 @@ class Registry(Generic[T]):
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
 
+def parse_options(parts: Iterable[str], spec: str, what: str) -> tuple[tuple[str, str], ...]:
+    """The ``KEY=VALUE`` parts of a spec string, in order; a part without ``=`` or a repeated key is
+    an error naming the spec."""
+    options = []
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"bad option {part!r} in {what} spec {spec!r}: expected KEY=VALUE")
+        options.append((key.strip(), value.strip()))
+    keys = [k for k, _ in options]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"repeated option in {what} spec {spec!r}")
+    return tuple(options)
+
+
 def options_to_kwargs(cls: type, options: Iterable[tuple[str, str]], what: str) -> dict[str, Any]:
     """Spec options (``KEY=VALUE`` strings) -> keyword arguments of the dataclass ``cls``, each value
     converted to its field's type; an unknown key is an error listing the accepted ones."""

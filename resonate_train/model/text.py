@@ -1,11 +1,12 @@
 """Text encoders: prompts -> token features ``(B, L, dim)`` and a pooled feature ``(B, pooled_dim)``.
 
-- ``T5TextEncoder``: a FLAN-T5 encoder from a local folder (the paper's: FLAN-T5-large, 1024 wide,
-  77 tokens); pooled = mean over the prompt's real tokens.
+- ``T5TextEncoder``: a FLAN-T5 encoder from a local folder, as the released Resonate runs it
+  (FLAN-T5-large, 1024 wide): tokens padded to 77, the encoder's outputs at all 77 positions, and
+  pooled = their plain mean, padding positions included.
 - ``ClapMiniTextEncoder``: the mini world's: clap-mini's text tower (its token states and its
   projected mean), frozen.
 
-Both pad (with zeros) or cut to ``max_tokens``, so the network always sees the same length. The
+Both give ``max_tokens`` positions, so the network always sees the same length. The
 network's unconditional input is whatever its encoder makes of the empty prompt (stored with the
 weights); for clap-mini that is zeros (it has no token to attend to).
 """
@@ -79,7 +80,12 @@ class ClapMiniTextEncoder(TextEncoder):
 
 @dataclass
 class T5TextEncoder(TextEncoder):
-    """A (FLAN-)T5 encoder and its tokenizer from a local folder."""
+    """A (FLAN-)T5 encoder and its tokenizer from a local folder, run as the released Resonate does:
+    the tokenizer pads every prompt to ``max_tokens`` (and cuts longer ones), the encoder sees the
+    ids with their attention mask, the token features are its last hidden states at every position
+    (no masking afterwards) and the pooled feature is their unmasked mean. A network trained on
+    these features expects exactly them: a masked mean is another input (rel-L2 0.67 on the
+    velocity in the golden fixtures)."""
 
     path: str
     max_tokens: int = 77
@@ -99,13 +105,15 @@ class T5TextEncoder(TextEncoder):
     @torch.no_grad()
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self._tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
         ).to(self.device)
-        h = self._model(**batch).last_hidden_state.float().cpu()
-        mask = batch["attention_mask"].bool().cpu()
-        w = mask[..., None].float()
-        pooled = (h * w).sum(1) / w.sum(1).clamp(min=1)
-        return _fit(h, mask, self.max_tokens), pooled
+        h = self._model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        h = h.last_hidden_state.float().cpu()
+        return h, h.mean(dim=1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "t5", "path": self.path, "max_tokens": self.max_tokens}

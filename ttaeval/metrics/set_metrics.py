@@ -28,12 +28,28 @@ import numpy as np
 import pandas as pd
 
 from ttaeval.metrics import formulas
-from ttaeval.registry import Registry, options_to_kwargs
+from ttaeval.registry import Registry, options_to_kwargs, parse_options
 
 EMBEDDING, FRAMES, LOGITS = "audio_embedding", "frames", "logits"
 SAMPLES = "samples"
 """A metric that reads ``samples`` gets each clip's frames where the scorer stores them (VGGish,
 OpenL3, EnCodec), else its one embedding: the FAD paper's choice for per-frame models."""
+
+
+COLUMNS = (
+    "group",
+    "system",
+    "metric",
+    "higher_is_better",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "n",
+    "n_clips",
+    "n_failed",
+    "spec",
+)
+"""The columns of ``evaluate_set_metrics``' table: the leaderboard's (``best`` aside)."""
 
 
 class SetMetricError(ValueError):
@@ -235,13 +251,7 @@ def parse_set_metric(spec: str) -> SetMetricSpec:
     metric, colon, scorer = head.partition(":")
     if not colon or not metric or not scorer:
         raise ValueError(f"set metric spec {spec!r}: expected METRIC:SCORER, e.g. fad:embed:vggish")
-    options = []
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"bad option {part!r} in set metric spec {spec!r}: expected KEY=VALUE")
-        options.append((key.strip(), value.strip()))
-    parsed = SetMetricSpec(metric, scorer, tuple(options))
+    parsed = SetMetricSpec(metric, scorer, parse_options(parts, spec, "set metric"))
     parsed.build()  # unknown metrics and options fail here, before any work
     return parsed
 
@@ -381,20 +391,7 @@ def evaluate_set_metrics(
                 if n_clips == 0:
                     continue
                 rows.append(_row(spec, metric, label, system, group, part, ref, n_clips, by))
-    columns = [
-        "group",
-        "system",
-        "metric",
-        "higher_is_better",
-        "mean",
-        "ci_low",
-        "ci_high",
-        "n",
-        "n_clips",
-        "n_failed",
-        "spec",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _check_set(part: pd.DataFrame, what: str, minimum: int) -> None:

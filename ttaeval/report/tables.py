@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ttaeval.metrics.set_metrics import COLUMNS as SET_METRIC_COLUMNS
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.metrics.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
 from ttaeval.store import RunStore
@@ -131,20 +132,7 @@ def leaderboard(
     return board
 
 
-LEADERBOARD_COLUMNS = [
-    "group",
-    "system",
-    "metric",
-    "higher_is_better",
-    "mean",
-    "ci_low",
-    "ci_high",
-    "n",
-    "n_clips",
-    "n_failed",
-    "spec",
-    "best",
-]
+LEADERBOARD_COLUMNS = [*SET_METRIC_COLUMNS, "best"]
 
 
 def _separated_best(board: pd.DataFrame) -> pd.Series:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ttaeval.registry import Registry, options_to_kwargs
+from ttaeval.registry import Registry, options_to_kwargs, parse_options
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 __all__ = [
@@ -79,16 +79,7 @@ def parse_spec(spec: str) -> ScorerSpec:
                 f"unknown scorer {name!r}; available: {', '.join(sorted(DEFAULT_BACKENDS)) or 'none'}"
             )
         backend = DEFAULT_BACKENDS[name]
-    options = []
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"bad option {part!r} in scorer spec {spec!r}: expected KEY=VALUE")
-        options.append((key.strip(), value.strip()))
-    keys = [k for k, _ in options]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"repeated option in scorer spec {spec!r}")
-    return ScorerSpec(name, backend, tuple(options))
+    return ScorerSpec(name, backend, parse_options(parts, spec, "scorer"))
 
 
 def get_scorer(spec: str | ScorerSpec, **overrides: Any) -> Scorer:
