@@ -9,7 +9,8 @@ DEMO := demo_out
 # The published packages whose model code the real backends use, installed without their
 # dependencies (they would pin numpy<2 or replace torch with a CUDA build; see pyproject's extras).
 REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4 \
-	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1 hear21passt==0.0.26
+	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1 hear21passt==0.0.26 \
+	bigvgan==2.4.1
 
 .PHONY: test demo bench lint clean
 

@@ -388,16 +388,25 @@ def test_score_with_a_reference_folder_prints_and_records_the_set_metrics(folder
 def test_grouped_set_metrics_leave_out_groups_the_reference_does_not_cover(tmp_path):
     from ttaeval.runner import RunConfig, run
 
-    config = RunConfig(
-        out=tmp_path / "run", systems={"a": "synth", "ref": "synth,seed_offset=1"}, suite="synth:accuracy",
-        scorers=["embed:mini"], reference="ref", limit=10,
+    first = RunConfig(
+        out=tmp_path / "first", systems={"ref": "synth,seed_offset=1"}, suite="synth:accuracy",
+        scorers=["signal"], limit=10,
     )  # fmt: skip
-    assert run(config).all_ok
+    assert run(first).all_ok
+    with RunStore(tmp_path / "first") as store:
+        groups = store.prompt_groups("event_count")
+    covered = groups.value_counts().index[0]  # the reference covers one group only
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for pid in groups[groups == covered].index:
+        shutil.copy(tmp_path / "first" / "audio" / "ref" / f"{pid}_0.wav", folder / f"{pid}.wav")
+    config = RunConfig(
+        out=tmp_path / "run", systems={"a": "synth"}, suite="synth:accuracy", scorers=["embed:mini"],
+        reference=f"folder:{folder}", limit=10,
+    )  # fmt: skip
+    run(config)  # the reference's missing files are recorded failures
     with RunStore(tmp_path / "run") as store:
-        counts = store.prompts().set_index("prompt_id").join(store.prompt_groups("event_count"))
-        sizes = counts.groupby("event_count").size()
         with pytest.warns(UserWarning, match="left out for event_count"):
-            board = leaderboard(store, by="event_count", reference="ref")
-    fad = board[board["metric"] == "embed:mini/FAD"].set_index("group")
-    assert set(fad.index) == set(sizes[sizes >= 2].index) and sizes.min() < 2
-    assert (fad["n"] == sizes[fad.index]).all()
+            board = leaderboard(store, by="event_count", reference="reference")
+    fad = board[board["metric"] == "embed:mini/FAD"]
+    assert set(fad["group"]) == {covered} and fad["n"].iloc[0] == (groups == covered).sum()

@@ -171,3 +171,60 @@ def test_resonate_decode_chain_unnormalises_before_the_vae(vae, vae_golden):
     with torch.no_grad():
         forgot = vae.decode(x.transpose(1, 2))  # the release's reward-decoding bug: no un-normalisation
     assert _max_abs(forgot, vae_golden / "d_chain_mel.npy") > 1e-2
+
+
+# -- BigVGAN-v2 through NVIDIA's package ------------------------------------------------------------
+def fill_bigvgan_tensor(key: str, shape: tuple[int, ...], constants: dict) -> torch.Tensor:
+    """The vae_vocoder fixtures' fill rule for BigVGAN's (legacy weight-norm) keys."""
+    if key.endswith(".filter"):
+        return torch.tensor(constants["bigvgan_antialias_filter_12"], dtype=torch.float32).view(1, 1, 12)
+    g = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
+    r = torch.randn(shape, generator=g, dtype=torch.float32)
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf == "bias":
+        return 0.01 * r
+    if leaf in ("alpha", "beta"):
+        return 0.1 * r
+    if leaf == "weight_g":
+        s = 0.5 if ".convs" in key else (0.1 if key.startswith("conv_post.") else 1.0)
+        return s * (1.0 + 0.1 * r)
+    return r / math.sqrt(math.prod(shape[1:]))
+
+
+@pytest.fixture(scope="module")
+def vocoder(vae_golden, tmp_path_factory):
+    from helpers import reference_package
+    from resonate_train.model.vocoder import load_bigvgan
+
+    reference_package("bigvgan")
+    layout = json.loads((vae_golden / "bigvgan_v2_44khz_128band_512x.state_dict.json").read_text())
+    constants = json.loads((vae_golden / "constants.json").read_text())
+    state = {k: fill_bigvgan_tensor(k, tuple(s), constants) for k, s in layout["state_dict"].items()}
+    path = tmp_path_factory.mktemp("bigvgan") / "bigvgan_generator.pt"
+    torch.save({"generator": state}, path)  # the release's wrapping
+    return load_bigvgan(path)
+
+
+@pytest.mark.slow
+def test_bigvgan_and_the_whole_decode_chain_equal_the_official_outputs(vocoder, vae, vae_golden):
+    with torch.no_grad():
+        wave = vocoder(torch.from_numpy(np.load(vae_golden / "a_vae_decode_mel_out.npy")))
+        chain = vocoder(torch.from_numpy(np.load(vae_golden / "d_chain_mel.npy")))
+    assert wave.shape == (1, 1, 88064) and _max_abs(wave, vae_golden / "c_bigvgan_wave_out.npy") <= 2e-5
+    assert _max_abs(chain, vae_golden / "d_chain_wave_out.npy") <= 2e-5
+
+
+def test_a_vocoder_file_that_does_not_fit_names_its_keys(tmp_path):
+    from helpers import reference_package
+    from resonate_train.model.vocoder import load_bigvgan
+
+    reference_package("bigvgan")
+    torch.save({"generator": {"conv_pre.weight_v": torch.zeros(3)}}, tmp_path / "g.pt")
+    with pytest.raises(
+        ValueError,
+        match=r"does not fit BigVGAN .*missing \['conv_pre\.bias', 'conv_pre\.weight_g'.*"
+        r"mis-shaped \['conv_pre\.weight_v'\]",
+    ):
+        load_bigvgan(tmp_path / "g.pt")
+    with pytest.raises(FileNotFoundError, match=r"bigvgan_generator\.pt"):
+        load_bigvgan(tmp_path)
