@@ -405,8 +405,7 @@ def test_grouped_set_metrics_leave_out_groups_the_reference_does_not_cover(tmp_p
         reference=f"folder:{folder}", limit=10,
     )  # fmt: skip
     run(config)  # the reference's missing files are recorded failures
-    with RunStore(tmp_path / "run") as store:
-        with pytest.warns(UserWarning, match="left out for event_count"):
-            board = leaderboard(store, by="event_count", reference="reference")
+    with RunStore(tmp_path / "run") as store, pytest.warns(UserWarning, match="left out for event_count"):
+        board = leaderboard(store, by="event_count", reference="reference")
     fad = board[board["metric"] == "embed:mini/FAD"]
     assert set(fad["group"]) == {covered} and fad["n"].iloc[0] == (groups == covered).sum()
