@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from resonate_train.system import CONFIG_NAME, RESONATE_MINI, WEIGHTS_NAME, ResonateSystem
+from ttaeval.checkpoints import weights_digest
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
 from ttaeval.io.audio import Clip
 from ttaeval.io.prompts import Prompt
@@ -24,7 +25,8 @@ class ResonateGenerator(Generator):
     """Generate with a resonate_train checkpoint folder (Euler ODE sampling with CFG)."""
 
     path: Path = RESONATE_MINI
-    """The checkpoint folder (config.json + model.safetensors); default: the shipped resonate-mini."""
+    """The checkpoint folder (config.json + model.safetensors), or a folder laid out like the Resonate
+    release (``resonate_train.model.official``); default: the shipped resonate-mini."""
     device: str = "cpu"
     """torch device."""
     batch_size: int = 16
@@ -35,17 +37,31 @@ class ResonateGenerator(Generator):
     kind = "resonate"
 
     def __post_init__(self) -> None:
+        from resonate_train.model.official import is_release_folder, release_files
+
         self.path = Path(self.path)
-        if not (self.path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"resonate: {self.path} is not a checkpoint folder (no {CONFIG_NAME})")
+        if is_release_folder(self.path) and not (self.path / CONFIG_NAME).is_file():
+            self._files = list(release_files(self.path).values())  # every file there, before generating
+        elif (self.path / CONFIG_NAME).is_file():
+            self._files = [self.path / CONFIG_NAME, self.path / WEIGHTS_NAME]
+        else:
+            raise FileNotFoundError(
+                f"resonate: {self.path} is neither a checkpoint folder (no {CONFIG_NAME}) nor a Resonate "
+                "release folder (Resonate_GRPO.pth or Resonate_PT.pth)"
+            )
 
     @property
     def identity(self) -> dict[str, Any]:
-        digest = hashlib.blake2b(digest_size=8)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            digest.update((self.path / name).read_bytes())
+        if "_digest" not in self.__dict__:  # the content, wherever it lives or runs (hashed once)
+            if self._files[0].name == CONFIG_NAME:
+                digest = hashlib.blake2b(digest_size=8)
+                for f in self._files:
+                    digest.update(f.read_bytes())
+                self.__dict__["_digest"] = digest.hexdigest()
+            else:
+                self.__dict__["_digest"] = "+".join(weights_digest(f) for f in self._files)
         ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
-        return {**ident, "checkpoint": digest.hexdigest()}  # the content, wherever it lives or runs
+        return {**ident, "checkpoint": self.__dict__["_digest"]}
 
     def _loaded(self) -> ResonateSystem:
         if self._system is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ class SamplingDefaults:
 class ResonateSystem:
     network: FluxAudio
     text_encoder: TextEncoder
-    codec: MelCodec
+    codec: Any
+    """``MelCodec`` (the mini world) or ``MMAudioCodec`` (the released model's VAE and BigVGAN)."""
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     @property
@@ -70,7 +72,11 @@ class ResonateSystem:
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> ResonateSystem:
+        from resonate_train.model.official import MMAudioCodec, is_release_folder, load_official
+
         folder = Path(folder)
+        if is_release_folder(folder) and not (folder / CONFIG_NAME).is_file():
+            return load_official(folder, device)
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(
                 f"{folder}: not a resonate_train checkpoint ({CONFIG_NAME} + {WEIGHTS_NAME})"
@@ -81,12 +87,14 @@ class ResonateSystem:
         network = FluxAudio(FluxAudioConfig(**{**LEGACY_FUNCTION, **config["network"]}))
         network.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         codec_spec = dict(config["codec"])
-        if codec_spec.pop("kind") != "mel":
+        kind = codec_spec.pop("kind")
+        if kind not in ("mel", "mmaudio"):
             raise ValueError(f"{folder}: unknown codec {config['codec']}")
+        codec = MelCodec(**codec_spec) if kind == "mel" else MMAudioCodec(**codec_spec, device=device)
         return cls(
             network.to(device).eval(),
             text_encoder_from_dict(config["text_encoder"]),
-            MelCodec(**codec_spec),
+            codec,
             SamplingDefaults(**config.get("sampling", {})),
         )
 

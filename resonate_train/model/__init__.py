@@ -62,9 +62,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_network_weights(model: FluxAudio, path: str | Path) -> FluxAudio:
-    """Load a checkpoint into ``model``; missing, unexpected or misshapen keys are an error naming them."""
-    sd = read_state_dict(path)
+def load_network_weights(
+    model: FluxAudio, path: str | Path, state: Mapping[str, torch.Tensor] | None = None
+) -> FluxAudio:
+    """Load a checkpoint (``state``, when already read from ``path``) into ``model``; missing,
+    unexpected or misshapen keys are an error naming them."""
+    sd = dict(state) if state is not None else read_state_dict(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
