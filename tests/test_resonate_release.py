@@ -113,6 +113,17 @@ def test_a_broken_release_folder_is_refused_naming_file_and_key(tiny_release, tm
     torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"bad\.pth.*mis-shaped \['decoder\.conv_out\.weight"):
         load_mel_vae(tmp_path / "bad.pth")
+    torch.save({"generator": state, "payload": _Payload()}, tmp_path / "evil.pt")  # pickled code
+    with pytest.raises(ValueError, match=r"evil\.pt: refused"):
+        load_mel_vae(tmp_path / "evil.pt")
+    from resonate_train.model.vocoder import load_bigvgan
+
+    with pytest.raises(ValueError, match=r"evil\.pt: refused"):
+        load_bigvgan(tmp_path / "evil.pt")
+
+
+class _Payload:
+    """A class a checkpoint would need to unpickle: code, not tensors."""
 
 
 @pytest.mark.slow
