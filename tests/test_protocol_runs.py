@@ -409,3 +409,13 @@ def test_grouped_set_metrics_leave_out_groups_the_reference_does_not_cover(tmp_p
         board = leaderboard(store, by="event_count", reference="reference")
     fad = board[board["metric"] == "embed:mini/FAD"]
     assert set(fad["group"]) == {covered} and fad["n"].iloc[0] == (groups == covered).sum()
+
+
+def test_default_set_metrics_name_scorers_whose_labels_hold_options(folders, tmp_path):
+    gen, ref = folders
+    for folder, system in ((gen, "gen"), (ref, "reference")):
+        _score(tmp_path / "run", folder, system, "embed:mini,batch_size=4")  # a label with a comma
+    with RunStore(tmp_path / "run") as store:
+        sets = evaluate_set_metrics(store, reference="reference")
+    assert set(sets["spec"]) == {"fad:embed:mini", "fad_inf:embed:mini", "kad:embed:mini"}
+    assert np.isfinite(sets["mean"]).all()

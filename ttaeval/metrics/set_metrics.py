@@ -296,7 +296,7 @@ def _choose_scorer(
         )
     wanted = set(systems) | ({reference} if reference else set())
     complete = [f for f in found if wanted <= f[3]]
-    if len(complete) == 1 or (complete and len({f[0] for f in complete}) == 1):
+    if len(complete) == 1:
         sid, label, arts, _ = complete[0]
         return sid, label, arts
     if len(complete) > 1:
@@ -353,8 +353,8 @@ def evaluate_set_metrics(
     systems = list(systems) if systems is not None else all_systems
     if specs is None:
         scorers = store.scorers()
-        with_embeddings = [
-            label
+        with_embeddings = [  # named by label, or by NAME:BACKEND where the label holds options
+            sid.split("@", 1)[0] if "," in label else label
             for sid, label in zip(scorers["scorer_id"], scorers["label"])
             if not store.artefacts(sid, EMBEDDING).empty
         ]
