@@ -147,3 +147,21 @@ def test_one_grpo_step_fine_tunes_a_release_folder_and_saves_a_loadable_checkpoi
     tuned = ResonateSystem.load(saved.parent)
     assert tuned.codec.to_dict()["kind"] == "mmaudio" and tuned.sample_rate == 44_100
     assert tuned.network.config.qkv_layout == "interleaved"  # the official function, saved with it
+
+
+@pytest.mark.slow
+def test_offline_dpo_starts_from_a_release_folder(tiny_release, tmp_path):
+    """Pairs sampled from the release's model (10 s clips through its VAE and vocoder), ranked by a
+    scorer, one DPO step."""
+    from resonate_train.dpo import DPOConfig, DPOTrainer
+
+    cfg = DPOConfig(
+        base=str(tiny_release), reward="signal#peak@1.0", pair_prompts=1, samples_per_prompt=2,
+        sample_steps=1, steps=1, batch_size=1, checkpoint_every=1,
+    )  # fmt: skip
+    trainer = DPOTrainer(cfg, tmp_path / "dpo", log=lambda _: None)
+    pairs = trainer.make_pairs(0)
+    assert pairs.winners.shape == (1, 431, 40)  # the release's 10 s
+    trainer.train()
+    (record,) = [json.loads(x) for x in (tmp_path / "dpo" / "train_log.jsonl").read_text().splitlines()]
+    assert np.isfinite(record["loss"])
