@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from ttaeval.io.audio import Clip
 from ttaeval.io.prompts import Prompt
-from ttaeval.registry import Registry, options_to_kwargs
+from ttaeval.registry import Registry, options_to_kwargs, parse_options
 
 ENTRY_POINT_GROUP = "ttaeval.generators"
 
@@ -118,16 +118,8 @@ def parse_generator_spec(spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     kind, colon, arg = head.partition(":")
     if not kind:
         raise ValueError(f"empty generator kind in {spec!r}")
-    options = [("", arg)] if colon else []
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"bad option {part!r} in generator spec {spec!r}: expected KEY=VALUE")
-        options.append((key.strip(), value.strip()))
-    keys = [k for k, _ in options]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"repeated option in generator spec {spec!r}")
-    return kind, tuple(options)
+    options = parse_options(parts, spec, "generator")
+    return kind, ((("", arg),) if colon else ()) + options
 
 
 def get_generator(spec: str) -> Generator:
