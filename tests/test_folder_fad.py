@@ -46,6 +46,13 @@ def test_folder_fad_equals_fad_of_the_loaded_clips_whatever_the_batch(folders, t
     kept = folder_fad(gen, ref, embedder, store_dir=tmp_path / "kept")  # embeddings kept in a run store
     again = folder_fad(gen, ref, embedder, store_dir=tmp_path / "kept")  # read back, not re-embedded
     assert kept.fad == again.fad == pytest.approx(expected, rel=1e-6)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    for p in sorted(gen.glob("*.wav"))[:6]:
+        (fewer / p.name).write_bytes(p.read_bytes())
+    subset = folder_fad(fewer, ref, embedder, store_dir=tmp_path / "kept2")
+    shrunk = folder_fad(fewer, ref, embedder, store_dir=tmp_path / "kept")  # gen's 11 rows replaced by 6
+    assert shrunk.generated_files == 6 and shrunk.fad == pytest.approx(subset.fad, rel=1e-9)
 
 
 def test_cli_prints_the_fad_and_names_the_files_it_left_out(folders, tmp_path):

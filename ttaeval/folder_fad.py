@@ -62,6 +62,8 @@ def folder_fad(
         items[system], _ = collect_folder(folder, None, system)
     with tempfile.TemporaryDirectory() as tmp, RunStore(store_dir or tmp) as store:
         store.register_scorers([scorer])
+        for system in items:  # the folders as they are now: a file removed since is no longer counted
+            store.forget_clips(system)
         summary = score_items(
             items[GENERATED] + items[REFERENCE],
             [scorer],

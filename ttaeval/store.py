@@ -295,6 +295,12 @@ class RunStore:
                 (*key, name, json.dumps(list(arr.shape)), arr.tobytes()),
             )
 
+    def forget_clips(self, system: str) -> None:
+        """Drop a system's clip rows (its results stay cached by content): for a folder scored anew,
+        whose files may have gone since."""
+        with self.transaction():
+            self._db.execute("DELETE FROM clips WHERE system=?", (system,))
+
     def claim_system(self, system: str, spec: str, identity: dict[str, Any]) -> None:
         """Record which generator makes ``system``'s clips; another generator under the same name is
         refused (its stored clips would be mixed with the new ones)."""
