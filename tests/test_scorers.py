@@ -46,7 +46,7 @@ def test_options_are_typed_and_unknown_options_listed():
     scorer = get_scorer("signal,silence_dbfs=-50,batch_size=8")
     assert scorer.silence_dbfs == -50.0 and isinstance(scorer.silence_dbfs, float)
     assert scorer.batch_size == 8 and isinstance(scorer.batch_size, int)
-    with pytest.raises(ValueError, match="has no option 'colour'; options: batch_size, clip_threshold"):
+    with pytest.raises(ValueError, match="has no option 'colour'; options: batch_size, frame_ms, min_run"):
         get_scorer("signal,colour=red")
     with pytest.raises(ValueError, match="cannot read 'loud' as float"):
         get_scorer("signal,silence_dbfs=loud")
@@ -54,7 +54,7 @@ def test_options_are_typed_and_unknown_options_listed():
 
 def test_scorer_id_carries_every_option_that_changes_numbers():
     base = get_scorer("signal")
-    assert base.id.startswith("signal:builtin@1,")
+    assert base.id.startswith("signal:builtin@2,")
     assert get_scorer("signal,silence_dbfs=-50").id != base.id
     assert get_scorer("signal,batch_size=3").id == base.id  # batch size does not change numbers
     assert get_scorer("signal").id == base.id
@@ -87,11 +87,29 @@ def test_signal_metrics_on_known_signals():
     assert sine["peak"] == pytest.approx(1.0, abs=1e-4)
     assert sine["duration_s"] == pytest.approx(3.0)
     assert 0.6 < clipped["clipping_ratio"] < 0.7  # |2 sin| >= 1 for 2/3 of a period
-    assert 0 < sine["clipping_ratio"] < 0.05  # a full-scale sine touches the top near its peaks
+    assert sine["clipping_ratio"] == 0.0  # a clean sine touching full scale is not clipped
     assert gap["silence_ratio"] == pytest.approx(0.5, abs=0.03)
     assert dc["dc_offset"] == pytest.approx(0.2, abs=1e-3)
     assert dc["clipping_ratio"] == 0.0
     assert all(r.ok for r in results)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.99, 1.0])
+def test_clipping_is_found_at_the_clip_s_own_peak_whatever_the_level(level):
+    """A 2x-overdriven 100 Hz sine clipped at ``level``: |2 sin| >= level for 1 - (2/pi) asin(level/2)
+    of the time; the same sine scaled to peak at ``level`` without clipping: 0."""
+    scorer = get_scorer("signal")
+    rate = 48_000
+    clipped = np.clip(tone(100, 1.0, rate, amp=2.0), -level, level)
+    clean = tone(100, 1.0, rate, amp=level)
+    stereo = np.stack([clipped[0], clean[0]])  # one clipped channel of two
+    a, b, c = (
+        r.values["clipping_ratio"] for r in scorer.score([Clip(x, rate) for x in (clipped, clean, stereo)])
+    )
+    expected = 1 - 2 / np.pi * np.arcsin(level / 2)
+    assert a == pytest.approx(expected, abs=0.01) and b == 0.0 and c == pytest.approx(expected / 2, abs=0.01)
+    with pytest.raises(ValueError, match="min_run must be at least 2"):
+        get_scorer("signal,min_run=1")
 
 
 def test_undefined_loudness_is_nan_with_a_reason_not_zero():

@@ -19,25 +19,28 @@ class SignalScorer(Scorer):
 
     Metrics: ``loudness_lufs`` (integrated, gated BS.1770; NaN with a reason for clips shorter than
     one 400 ms block, entirely below the -70 LUFS gate, or of more than 5 channels), ``peak``
-    (max |x|), ``clipping_ratio`` (fraction of samples at or above ``clip_threshold``),
+    (max |x|), ``clipping_ratio`` (fraction of samples in flat runs of at least ``min_run`` equal
+    samples at the clip's own peak: clipping at 0.5 or 0.99 of full scale is found as well as at
+    1.0, and a clean sine touching its peak is not clipping),
     ``silence_ratio`` (fraction of ``frame_ms`` frames whose RMS is below ``silence_dbfs``),
     ``dc_offset`` (largest |channel mean|), ``duration_s``.
     """
 
     name = "signal"
     backend = "builtin"
-    version = "1"
+    version = "2"
     metrics = (
         MetricSpec("loudness_lufs", None, (-math.inf, 10.0), "integrated loudness, ITU-R BS.1770-4"),
         MetricSpec("peak", None, (0.0, math.inf), "max absolute sample value"),
-        MetricSpec("clipping_ratio", False, (0.0, 1.0), "fraction of samples at full scale"),
+        MetricSpec("clipping_ratio", False, (0.0, 1.0), "fraction of samples in flat runs at the peak"),
         MetricSpec("silence_ratio", False, (0.0, 1.0), "fraction of frames below the silence level"),
         MetricSpec("dc_offset", False, (0.0, math.inf), "largest absolute channel mean"),
         MetricSpec("duration_s", None, (0.0, math.inf), "length in seconds"),
     )
 
-    clip_threshold: float = 0.999
-    """|sample| at or above this counts as clipped."""
+    min_run: int = 3
+    """Consecutive samples at the clip's peak that make a clipped run (three equal samples never
+    occur at the top of a smooth waveform; two can, when the true peak falls between samples)."""
     silence_dbfs: float = -60.0
     """A frame whose RMS is below this level (dBFS) is silent."""
     frame_ms: float = 50.0
@@ -52,7 +55,7 @@ class SignalScorer(Scorer):
         x = clip.audio.astype(np.float64)
         values = {
             "peak": float(np.max(np.abs(x))),
-            "clipping_ratio": float(np.mean(np.abs(x) >= self.clip_threshold)),
+            "clipping_ratio": self._clipping_ratio(x),
             "silence_ratio": self._silence_ratio(x, clip.sample_rate),
             "dc_offset": float(np.max(np.abs(x.mean(axis=1)))),
             "duration_s": clip.duration,
@@ -63,6 +66,23 @@ class SignalScorer(Scorer):
         if reason:
             errors["loudness_lufs"] = reason
         return ScoreResult(values, errors)
+
+    def _clipping_ratio(self, x: np.ndarray) -> float:
+        peak = float(np.max(np.abs(x)))
+        if peak == 0.0:  # silence is not clipping
+            return 0.0
+        clipped = 0
+        for at_peak in np.abs(x) >= peak * (1 - 1e-6):  # per channel
+            edges = np.diff(np.concatenate([[0], at_peak.astype(np.int8), [0]]))
+            runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+            clipped += int(runs[runs >= self.min_run].sum())
+        return clipped / x.size
+
+    def __post_init__(self) -> None:
+        if self.min_run < 2:
+            raise ValueError(
+                f"signal min_run must be at least 2 (one sample is every clip's peak), got {self.min_run}"
+            )
 
     def _silence_ratio(self, x: np.ndarray, rate: int) -> float:
         frame = max(1, round(rate * self.frame_ms / 1000))
