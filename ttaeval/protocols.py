@@ -179,12 +179,6 @@ class Protocol:
     def id(self) -> str:
         return f"{self.name}@{self.version}"
 
-    @property
-    def needs_reference(self) -> bool:
-        from ttaeval.metrics.set_metrics import parse_set_metric
-
-        return any(parse_set_metric(s).build().needs_reference for s in self.set_metrics)
-
     def scorer_specs(self, weights: Mapping[str, str]) -> list[str]:
         """The per-clip scorer specs, with every checkpoint path filled in."""
         missing = [k for k in self.weights if k not in weights]

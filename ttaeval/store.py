@@ -357,6 +357,13 @@ class RunStore:
             columns=["system", "prompt_id", "sample", "array"],
         )
 
+    def has_artefacts(self, scorer_id: str, name: str) -> bool:
+        """Whether any clip has this artefact of this scorer (without reading the arrays)."""
+        row = self._db.execute(
+            "SELECT 1 FROM artefacts WHERE scorer_id=? AND name=? LIMIT 1", (scorer_id, name)
+        ).fetchone()
+        return row is not None
+
     def done(self, scorer_id: str, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which (clip key, prompt key) pairs already have a successful result for this scorer."""
         keys = list(dict.fromkeys(keys))

@@ -84,8 +84,7 @@ class T5TextEncoder(TextEncoder):
     the tokenizer pads every prompt to ``max_tokens`` (and cuts longer ones), the encoder sees the
     ids with their attention mask, the token features are its last hidden states at every position
     (no masking afterwards) and the pooled feature is their unmasked mean. A network trained on
-    these features expects exactly them: a masked mean is another input (rel-L2 0.67 on the
-    velocity in the golden fixtures)."""
+    these features expects exactly them: a masked mean is another input."""
 
     path: str
     max_tokens: int = 77

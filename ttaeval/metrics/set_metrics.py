@@ -16,7 +16,6 @@ Third-party packages add set metrics through the ``ttaeval.set_metrics`` entry-p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from abc import ABC, abstractmethod
@@ -99,16 +98,12 @@ class FAD(SetMetric):
 
 
 @dataclass
-class FD(SetMetric):
+class FD(FAD):
     """Frechet distance of clip embeddings (one per clip: audioldm-eval's FD on PANNs)."""
 
     name = "fd"
     label = "FD"
     artefact = EMBEDDING
-    higher_is_better = False
-
-    def compute(self, generated, reference):
-        return formulas.fad(_rows(generated), _rows(reference))
 
 
 @dataclass
@@ -276,9 +271,10 @@ def _choose_scorer(
     store, spec: SetMetricSpec, metric: SetMetric, systems: Sequence[str], reference: str | None
 ) -> tuple[str, str, pd.DataFrame]:
     """The one stored scorer whose artefacts hold the reference's and the systems' clips."""
-    candidates = _scorer_ids(store.scorers(), spec.scorer)
+    scorers = store.scorers()
+    candidates = _scorer_ids(scorers, spec.scorer)
     if not candidates:
-        known = ", ".join(sorted(store.scorers()["label"])) or "none"
+        known = ", ".join(sorted(scorers["label"])) or "none"
         raise SetMetricError(f"{spec}: no scorer {spec.scorer!r} in this run (its scorers: {known})")
     found = []
     for sid, label in candidates:
@@ -356,7 +352,7 @@ def evaluate_set_metrics(
         with_embeddings = [  # named by label, or by NAME:BACKEND where the label holds options
             sid.split("@", 1)[0] if "," in label else label
             for sid, label in zip(scorers["scorer_id"], scorers["label"])
-            if not store.artefacts(sid, EMBEDDING).empty
+            if store.has_artefacts(sid, EMBEDDING)
         ]
         specs = [f"{m}:{label}" for label in dict.fromkeys(with_embeddings) for m in DEFAULT_SET_METRICS]
         specs = specs if reference is not None else []
@@ -456,13 +452,3 @@ def _row(spec, metric, label, system, group, part, ref, n_clips, by) -> dict:
             warnings.warn(f"{spec} of {system}: not computed: {exc}", stacklevel=3)
             value = math.nan
     return {**base, "mean": float(value), "n": n}
-
-
-def set_metric_names() -> list[str]:
-    """Every registered set metric with its options, for ``--help`` texts and ``ttaeval scorers``."""
-    out = []
-    for entry in SET_METRICS:
-        cls = entry.load()
-        opts = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-        out.append(entry.name + (f" ({', '.join(opts)})" if opts else ""))
-    return out
