@@ -53,7 +53,7 @@ def write_folder(folder, n=6, same_audio=False, rate=16_000):
 
 
 def run(folder, prompts, run_dir, scorers, system=None):
-    items, _ = collect_folder(folder, prompts, system)
+    items = collect_folder(folder, prompts, system)
     with RunStore(run_dir) as store:
         store.add_prompts(prompts)
         store.record_run("test", {}, scorers)

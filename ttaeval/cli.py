@@ -150,17 +150,16 @@ def score(
     elif needs := [s.label for s in built if s.uses_prompt]:
         raise _usage_error(f"{', '.join(needs)} score audio against prompts: pass --prompts")
     try:
-        items, missing = collect_folder(audio_dir, suite, system)
+        items = collect_folder(audio_dir, suite, system)
         if reference is not None:
             if (system or audio_dir.resolve().name) == REFERENCE_SYSTEM:
                 raise ValueError(
                     f"the reference folder is the system {REFERENCE_SYSTEM!r}: name yours --system"
                 )
-            ref_items, _ = collect_folder(reference, suite, REFERENCE_SYSTEM)
-            items += ref_items
+            items += collect_folder(reference, suite, REFERENCE_SYSTEM)
     except (NotADirectoryError, ValueError) as exc:
         raise _usage_error(str(exc)) from None
-    if not items:
+    if all(item.problem == "missing" for item in items):
         raise _usage_error(f"{audio_dir}: no audio files (.wav, .flac, .ogg, .mp3)")
     try:
         lock = RunLock(out)
@@ -205,14 +204,12 @@ def score(
         console.print(f"[yellow]failed:[/yellow] {message}", highlight=False)
     if len(summary.errors) > 20:
         console.print(f"[yellow]... and {len(summary.errors) - 20} more (see `ttaeval export`)[/yellow]")
-    if missing:
-        console.print(
-            f"[yellow]{len(missing)} prompt(s) have no audio file[/yellow], e.g. {missing[0][1].id}"
-        )
+    unscored = f"; not scored: {summary.unscored()}" if summary.unscored() else ""
     console.print(
         f"{summary.clips} clips: {summary.computed} scores computed, {summary.cached} from cache, "
-        f"{summary.failed} failed; {summary.load_failed} files could not be read. Store: {store.path}",
+        f"{summary.failed} failed{unscored}. Store: {store.path}",
         highlight=False,
+        markup=False,
     )
     if specs := run_set_metrics(config):
         with RunStore(out) as store:

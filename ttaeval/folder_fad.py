@@ -59,7 +59,7 @@ def folder_fad(
     """
     items = {}
     for system, folder in ((GENERATED, generated), (REFERENCE, reference)):
-        items[system], _ = collect_folder(folder, None, system)
+        items[system] = collect_folder(folder, None, system)
     with tempfile.TemporaryDirectory() as tmp, RunStore(store_dir or tmp) as store:
         store.register_scorers([scorer])
         for system in items:  # the folders as they are now: a file removed since is no longer counted

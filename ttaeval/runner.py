@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -34,6 +33,7 @@ import soundfile as sf
 
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator, clip_seed, get_generator
 from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
+from ttaeval.io.folder import safe_name
 from ttaeval.io.prompts import Prompt, load_prompts
 from ttaeval.scorers import Scorer
 from ttaeval.scoring import ScoringSummary, score_and_commit
@@ -48,7 +48,6 @@ AUDIO_DIR = "audio"
 REFERENCE_SYSTEM = "reference"
 """The system name a ``--reference folder:DIR`` gets."""
 SHARD_DIR = "shards"
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -164,17 +163,6 @@ class _Work:
     sample: int
     seed: int
     stored: ClipRecord | None  # an ok stored clip whose scores are incomplete: re-read, don't generate
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe form of a prompt id or system name: kept as is when it already is one,
-    else a slug plus a hash, so ``../x`` or ``a/b`` never leave the run directory."""
-    if _SAFE_NAME.fullmatch(text) and not text.endswith("."):
-        return text
-    import hashlib
-
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:60] or "id"
-    return f"{slug}-{hashlib.blake2b(text.encode(), digest_size=5).hexdigest()}"
 
 
 def dist_env() -> tuple[int, int]:

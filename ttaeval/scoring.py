@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ttaeval.io.audio import Clip, ValidationConfig, prepare, try_load_audio
-from ttaeval.io.folder import AudioItem
+from ttaeval.io.folder import AudioItem, printable
 from ttaeval.scorers.base import Scorer, ScoreResult
 from ttaeval.store import ClipRecord, RunStore, prompt_key_for
 
@@ -21,10 +21,14 @@ class ScoringSummary:
     """What a scoring pass did.
 
     ``computed`` counts (clip, scorer) results newly computed, ``cached`` those the store already
-    had, ``failed`` the computed ones with no value at all; ``load_failed`` counts unreadable files.
+    had, ``failed`` the computed ones with no value at all. Clips that never reached a scorer are
+    recorded failures counted by cause: ``missing`` (a prompt with no file), ``unmatched`` (a file
+    whose name answers no prompt, or could answer two), ``load_failed`` (a file that cannot be read).
     """
 
     clips: int = 0
+    missing: int = 0
+    unmatched: int = 0
     load_failed: int = 0
     computed: int = 0
     cached: int = 0
@@ -33,7 +37,16 @@ class ScoringSummary:
 
     @property
     def all_ok(self) -> bool:
-        return self.load_failed == 0 and self.failed == 0
+        return not (self.missing or self.unmatched or self.load_failed or self.failed)
+
+    def unscored(self) -> str:
+        """The clips that never reached a scorer, by cause ("" when none)."""
+        parts = [
+            f"{self.missing} prompt(s) without a file" if self.missing else "",
+            f"{self.unmatched} file name(s) matching no prompt" if self.unmatched else "",
+            f"{self.load_failed} file(s) could not be read" if self.load_failed else "",
+        ]
+        return "; ".join(p for p in parts if p)
 
 
 def score_items(
@@ -68,12 +81,16 @@ def score_items(
             for item, got in zip(batch, loaded):
                 summary.clips += 1
                 if isinstance(got, str):
-                    summary.load_failed += 1
+                    if item.problem == "missing":
+                        summary.missing += 1
+                    elif item.problem:
+                        summary.unmatched += 1
+                    else:
+                        summary.load_failed += 1
                     summary.errors.append(got)
+                    source = printable(str(item.path)) if item.path else None
                     records.append(
-                        ClipRecord(
-                            item.system, item.prompt_id, item.sample, None, None, str(item.path), error=got
-                        )
+                        ClipRecord(item.system, item.prompt_id, item.sample, None, None, source, error=got)
                     )
                     continue
                 clips.append(got)
@@ -84,7 +101,7 @@ def score_items(
                         item.sample,
                         got.key,
                         item.prompt.content_key if item.prompt else None,
-                        str(item.path),
+                        printable(str(item.path)),
                         got.sample_rate,
                         got.channels,
                         got.duration,
@@ -121,7 +138,10 @@ def score_and_commit(
 
 def _load(item: AudioItem, validation: ValidationConfig) -> Clip | str:
     """The clip, or the reason it cannot be had."""
-    return item.error or try_load_audio(item.path, prompt=item.prompt, validation=validation)
+    if item.error or item.path is None:
+        return item.error or f"{item.prompt_id}: no file"
+    got = try_load_audio(item.path, prompt=item.prompt, validation=validation)
+    return printable(got) if isinstance(got, str) else got
 
 
 def _score_missing(

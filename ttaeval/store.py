@@ -250,20 +250,22 @@ class RunStore:
             )
 
     def put_clip(self, rec: ClipRecord) -> None:
+        """Store where a clip stands; names and messages that UTF-8 cannot hold (a file name's
+        undecodable bytes) are stored with those bytes escaped, never refused."""
         self._db.execute(
             "INSERT OR REPLACE INTO clips VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                rec.system,
-                rec.prompt_id,
+                _text(rec.system),
+                _text(rec.prompt_id),
                 rec.sample,
                 rec.clip_key,
                 rec.prompt_key,
-                rec.source,
+                _text(rec.source),
                 rec.sample_rate,
                 rec.channels,
                 rec.duration,
-                "; ".join(rec.warnings) or None,
-                rec.error,
+                _text("; ".join(rec.warnings)) or None,
+                _text(rec.error),
                 json.dumps(rec.settings) if rec.settings is not None else None,
             ),
         )
@@ -447,6 +449,11 @@ class RunStore:
         frame = pd.read_sql_query(query, self._db)
         frame["value"] = frame["value"].astype(float)
         return frame
+
+
+def _text(value: str | None) -> str | None:
+    """Text SQLite can store: what UTF-8 cannot encode (surrogates) as backslash escapes."""
+    return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def package_versions() -> dict[str, str]:
