@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -9,9 +10,13 @@ import typer
 
 import resonate_train
 import ttaeval
+from ttaeval.exits import ExitCodeGroup
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Train flow-matching text-to-audio models."
+    cls=ExitCodeGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train flow-matching text-to-audio models.",
 )
 
 
@@ -114,8 +119,13 @@ def compare(
 
 
 @app.callback()
-def _root() -> None:
-    """Train flow-matching text-to-audio models."""
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Print the traceback of a failure.")] = False,
+) -> None:
+    """Train flow-matching text-to-audio models. Exit codes: 0 done, 2 usage or input error (a bad
+    option, config or checkpoint), 3 environment or storage failure (disk full, read-only folder)."""
+    if debug:
+        os.environ["TTAEVAL_DEBUG"] = "1"
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """The ``ttaeval`` command line (typer + rich).
 
-Exit codes: 0 when every clip scored, 1 when some failed (their records are still written),
-2 for usage errors (bad options, unknown scorers, malformed prompt files).
+Exit codes (``ttaeval.exits``): 0 when every clip scored, 1 when some failed (their records are still
+written), 2 for usage and input errors, 3 for environment and storage failures; one line, naming the
+file, and no traceback unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -21,8 +23,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ttaeval.exits import USAGE as USAGE_ERROR
+from ttaeval.exits import ExitCodeGroup, classify
 from ttaeval.io.audio import ValidationConfig
-from ttaeval.io.folder import collect_folder
+from ttaeval.io.folder import collect_folder, printable
 from ttaeval.io.prompts import PromptError, load_prompts
 from ttaeval.optional import install_hint
 from ttaeval.protocols import PROTOCOLS, get_protocol, run_set_metrics
@@ -41,13 +45,39 @@ from ttaeval.scorers import SCORERS
 from ttaeval.scoring import score_items
 from ttaeval.store import STORE_NAME, RunLock, RunStore, StoreError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate text-to-audio systems.")
+app = typer.Typer(
+    cls=ExitCodeGroup, add_completion=False, no_args_is_help=True, help="Evaluate text-to-audio systems."
+)
 console = Console(stderr=True)
-USAGE_ERROR = 2
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Print the traceback of a failure.")] = False,
+) -> None:
+    """Evaluate text-to-audio systems. Exit codes: 0 all scored, 1 some clips failed (recorded),
+    2 usage or input error, 3 environment or storage failure (disk full, read-only, corrupt store)."""
+    if debug:
+        os.environ["TTAEVAL_DEBUG"] = "1"
+
+
+def _say(label: str, text: str) -> None:
+    """Print ``label`` (Rich markup) then ``text`` to stderr; ``text`` — names, paths, prompts, error
+    messages — is never read as markup, and bytes UTF-8 cannot hold are shown escaped."""
+    console.print(
+        f"{label} {escape(printable(str(text)))}" if label else escape(printable(str(text))), highlight=False
+    )
+
+
+def _failure(exc: BaseException) -> typer.Exit:
+    """The exit (code and one line) the contract gives ``exc`` (``ttaeval.exits``)."""
+    code, message = classify(exc)
+    _say("[red]error:[/red]" if code == USAGE_ERROR else "[red]failed:[/red]", message)
+    return typer.Exit(code)
 
 
 def _usage_error(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    _say("[red]error:[/red]", message)
     return typer.Exit(USAGE_ERROR)
 
 
@@ -140,13 +170,13 @@ def score(
             reference_flag="--reference DIR",
         )
     except (KeyError, ValueError, ImportError, OSError) as exc:
-        raise _usage_error(str(exc).strip("'\"")) from None
+        raise _failure(exc) from None
     suite = None
     if prompts is not None:
         try:
             suite = load_prompts(prompts)
         except (PromptError, FileNotFoundError) as exc:
-            raise _usage_error(str(exc)) from None
+            raise _failure(exc) from None
     elif needs := [s.label for s in built if s.uses_prompt]:
         raise _usage_error(f"{', '.join(needs)} score audio against prompts: pass --prompts")
     try:
@@ -158,7 +188,7 @@ def score(
                 )
             items += collect_folder(reference, suite, REFERENCE_SYSTEM)
     except (NotADirectoryError, ValueError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise _failure(exc) from None
     if all(item.problem == "missing" for item in items):
         raise _usage_error(f"{audio_dir}: no audio files (.wav, .flac, .ogg, .mp3)")
     try:
@@ -167,7 +197,7 @@ def score(
         if suite is not None:
             store.add_prompts(suite)
     except StoreError as exc:
-        raise _usage_error(str(exc)) from None
+        raise _failure(exc) from None
     with lock, store:
         config = {
             "audio_dir": str(audio_dir),
@@ -201,22 +231,21 @@ def score(
                 on_batch=lambda n: progress.advance(task, n),
             )
     for message in summary.errors[:20]:
-        console.print(f"[yellow]failed:[/yellow] {message}", highlight=False)
+        _say("[yellow]failed:[/yellow]", message)
     if len(summary.errors) > 20:
         console.print(f"[yellow]... and {len(summary.errors) - 20} more (see `ttaeval export`)[/yellow]")
     unscored = f"; not scored: {summary.unscored()}" if summary.unscored() else ""
-    console.print(
+    _say(
+        "",
         f"{summary.clips} clips: {summary.computed} scores computed, {summary.cached} from cache, "
         f"{summary.failed} failed{unscored}. Store: {store.path}",
-        highlight=False,
-        markup=False,
     )
     if specs := run_set_metrics(config):
         with RunStore(out) as store:
             try:
                 sets = evaluate_set_metrics(store, reference=config["reference"], specs=specs)
             except ValueError as exc:
-                raise _usage_error(str(exc)) from None
+                raise _failure(exc) from None
         sys.stdout.write(leaderboard_markdown(sets.drop(columns=["group"]).assign(best=False)))
     raise typer.Exit(0 if summary.all_ok else 1)
 
@@ -311,7 +340,7 @@ def run(
                 raise ValueError(f"give {', '.join(missing)} (or --config FILE)")
             cfg = RunConfig(**{k: v for k, v in flags.items() if v is not None})
     except (ValueError, TypeError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise _failure(exc) from None
     progress = Progress(
         TextColumn("run"),
         BarColumn(),
@@ -330,17 +359,17 @@ def run(
                 on_progress=lambda n: progress.advance(task, n),
             )
         except (KeyError, ValueError, ImportError, OSError, PromptError, StoreError) as exc:
-            raise _usage_error(str(exc).strip("'\"")) from None
+            raise _failure(exc) from None
     for message in summary.errors[:20] + summary.scoring.errors[:20]:
-        console.print(f"[yellow]failed:[/yellow] {message}", highlight=False)
+        _say("[yellow]failed:[/yellow]", message)
     sc = summary.scoring
     where = f"rank {rank}/{world}: " if world > 1 else ""
-    console.print(
+    _say(
+        "",
         f"{where}{summary.planned} clips planned, {summary.skipped} already complete; "
         f"{summary.generated} generated, {summary.loaded} read, "
         f"{summary.generation_failed} failed to generate; "
         f"{sc.computed} scores computed, {sc.cached} from cache, {sc.failed} failed. Store: {cfg.out}",
-        highlight=False,
     )
     if rank == 0 and not quiet:
         with RunStore(cfg.out) as store:
@@ -349,7 +378,7 @@ def run(
                     store, reference=cfg.reference, set_metrics=run_set_metrics(cfg.to_dict())
                 )
             except ValueError as exc:
-                raise _usage_error(str(exc)) from None
+                raise _failure(exc) from None
         sys.stdout.write(leaderboard_markdown(board))
     raise typer.Exit(0 if summary.all_ok else 1)
 
@@ -429,7 +458,7 @@ def leaderboard_cmd(
             )
             paired = paired_table(store, baseline, by=by, seed=seed) if baseline else None
         except ValueError as exc:
-            raise _usage_error(str(exc)) from None
+            raise _failure(exc) from None
     if format == "md":
         text = leaderboard_markdown(board, paired)
     elif format == "html":
@@ -467,8 +496,8 @@ def report(
     try:
         files = write_report(run_dir, out, baseline=baseline, reference=reference, seed=seed, title=title)
     except ValueError as exc:
-        raise _usage_error(str(exc)) from None
-    console.print(f"wrote {files.markdown}, {files.html} and {len(files.figures)} figures", highlight=False)
+        raise _failure(exc) from None
+    _say("", f"wrote {files.markdown}, {files.html} and {len(files.figures)} figures")
 
 
 @app.command()
@@ -537,17 +566,17 @@ def fad(
     try:
         model = embedding_scorer(embedder)
     except (KeyError, ValueError, FileNotFoundError, ImportError) as exc:
-        raise _usage_error(str(exc).strip("'\"")) from None
+        raise _failure(exc) from None
     try:
         result = folder_fad(generated, reference, model, store_dir=out, workers=workers)
     except (NotADirectoryError, ValueError, StoreError) as exc:
-        raise _usage_error(str(exc)) from None
+        raise _failure(exc) from None
     for message in result.errors:
-        console.print(f"[yellow]left out:[/yellow] {escape(message)}", highlight=False)
-    console.print(
-        f"FAD ({escape(model.id)}) of {result.generated_files} generated against {result.reference_files} "
+        _say("[yellow]left out:[/yellow]", message)
+    _say(
+        "",
+        f"FAD ({model.id}) of {result.generated_files} generated against {result.reference_files} "
         "reference files",
-        highlight=False,
     )
     print(repr(result.fad))  # full precision: scripts compare it
     raise typer.Exit(1 if result.errors else 0)
@@ -562,14 +591,14 @@ def protocols(
         try:
             sys.stdout.write(get_protocol(explain).explain())
         except KeyError as exc:
-            raise _usage_error(str(exc).strip("'\"")) from None
+            raise _failure(exc) from None
         return
     table = Table(title="ttaeval protocols")
     for col in ("protocol", "summary", "weights"):
         table.add_column(col)
     for entry in PROTOCOLS:
         p = entry.load()
-        table.add_row(p.id, p.summary, ", ".join(p.weights))
+        table.add_row(escape(p.id), escape(p.summary), escape(", ".join(p.weights)))
     Console().print(table)
 
 
@@ -587,7 +616,7 @@ def synth_export(
 
     with console.status("rendering the synthetic suites"):
         counts = export_suites(out, audio=audio)
-    console.print(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {out}", highlight=False)
+    _say("", ", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {out}")
 
 
 judge_app = typer.Typer(no_args_is_help=True, help="The LALM judge as a local server.")
@@ -636,7 +665,7 @@ def judge_serve(
         judge_server.check_host(host, allow_remote)
         faults = [Fault.parse(f) for f in fault or []]
     except ValueError as exc:
-        raise _usage_error(str(exc)) from None
+        raise _failure(exc) from None
     if model is None:
         model = judge_hf.JUDGE_MINI
         if not model.is_dir():
@@ -658,7 +687,7 @@ def judge_serve(
         typer.echo(f"scorer spec: judge:http,url={server.url},served_model={server.served_name}")
         sys.stdout.flush()
 
-    with console.status(f"loading the judge from {model}"):
+    with console.status(f"loading the judge from {escape(printable(str(model)))}"):
         try:
             engine = judge_server.JudgeEngine(model, device=device, max_batch=max_batch)
         except (OSError, ValueError, KeyError) as exc:
@@ -685,7 +714,7 @@ def _write(text: str, output: Path | None) -> None:
     else:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}")
+        _say("", f"wrote {output}")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ needs them is asked for, so ``import ttaeval`` stays fast and works without the 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import importlib
 import importlib.util
@@ -132,6 +133,48 @@ def options_to_kwargs(cls: type, options: Iterable[tuple[str, str]], what: str) 
             raise ValueError(f"{what} has no option {key!r}; options: {', '.join(sorted(fields))}")
         kwargs[key] = convert_option(raw, hints[key], f"{what} option {key}")
     return kwargs
+
+
+def check_types(cls: type, data: dict[str, Any], where: str) -> None:
+    """Check values read from a file (TOML) against the dataclass ``cls``'s field types, so ``out = 5``
+    is an error naming the file and the key, not a crash deep inside the run."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ValueError(
+                f"{where}: {key} = {value!r} is a {type(value).__name__}; expected {_type_name(hints[key])}"
+            )
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Path:
+        return isinstance(value, str | Path)
+    if origin in (list, tuple, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return isinstance(value, list | tuple) and all(_fits(v, item) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        kt, vt = args if args else (Any, Any)
+        return isinstance(value, dict) and all(_fits(k, kt) and _fits(v, vt) for k, v in value.items())
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    return (
+        getattr(hint, "__name__", None)
+        if typing.get_origin(hint) is None
+        else str(hint).replace("typing.", "")
+    )
 
 
 def convert_option(raw: str, hint: Any, what: str) -> Any:

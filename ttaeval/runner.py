@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import shlex
 import shutil
@@ -35,6 +36,7 @@ from ttaeval.generators import GenerationFailure, GenerationSettings, Generator,
 from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
 from ttaeval.io.folder import safe_name
 from ttaeval.io.prompts import Prompt, load_prompts
+from ttaeval.registry import check_types
 from ttaeval.scorers import Scorer
 from ttaeval.scoring import ScoringSummary, score_and_commit
 from ttaeval.store import ClipRecord, RunLock, RunStore, StoreError, prompt_key_for
@@ -130,6 +132,7 @@ class RunConfig:
             raise ValueError(
                 f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
+        check_types(cls, data, str(path))
         data.update({k: v for k, v in overrides.items() if v not in (None, [], {})})
         missing = [k for k in ("out", "systems", "suite") if k not in data]
         if missing:
@@ -441,8 +444,14 @@ def _write(run_dir: Path, system: str, work: _Work, clip: Clip) -> str:
     path = run_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    sf.write(str(tmp), clip.audio.T, clip.sample_rate, subtype="FLOAT", format="WAV")
-    os.replace(tmp, path)
+    data = io.BytesIO()
+    sf.write(data, clip.audio.T, clip.sample_rate, subtype="FLOAT", format="WAV")
+    try:  # written by Python, so a full disk is an OSError naming the file, not libsndfile's "System error"
+        tmp.write_bytes(data.getbuffer())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return rel.as_posix()
 
 

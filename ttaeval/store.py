@@ -75,7 +75,62 @@ LOCK_NAME = ".lock"
 
 
 class StoreError(RuntimeError):
-    """The run directory cannot be used as asked (another suite's prompts, a newer schema, a lock)."""
+    """The run directory cannot be used as asked (another suite's prompts, a lock held)."""
+
+
+class StorageError(StoreError):
+    """The store itself failed: disk full, read-only, corrupt, or written by a newer ttaeval."""
+
+
+def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    """A SQLite error as a ``StorageError`` naming the store and saying what to do."""
+    text = str(exc)
+    hint = {
+        "disk is full": "free some disk space and run again: the committed work is kept",
+        "readonly": "the run folder is read-only: copy it somewhere writable",
+        "not a database": "the store is corrupt: restore it, or start a new run folder",
+        "malformed": "the store is corrupt: `ttaeval verify` tells what is left; or start a new run folder",
+        "unable to open": "the run folder cannot be written: check its permissions",
+    }
+    why = next((h for k, h in hint.items() if k in text), "")
+    return StorageError(f"{path}: {text}" + (f" ({why})" if why else ""))
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors name the store (pandas reads through cursors)."""
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose every statement goes through ``_Cursor``."""
+
+    store_path = Path()
+
+    def cursor(self, factory: type = _Cursor) -> sqlite3.Cursor:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().execute(*args)
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        return self.cursor().executemany(*args)
+
+    def executescript(self, script: str) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executescript(script)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.store_path, exc) from exc
 
 
 class RunLock:
@@ -149,11 +204,17 @@ def prompt_key_for(scorer: ScorerInfo, prompt: Prompt | None) -> str:
 class RunStore:
     """A run directory's SQLite store. Use as a context manager, or call ``close``."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, check: bool = True) -> None:
+        """Open (or create) the store of ``run_dir``; with ``check``, SQLite's quick integrity check
+        runs first, so a damaged store is refused rather than half-read."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / STORE_NAME
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, factory=_Connection)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.path, exc) from exc
+        self._db.store_path = self.path
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
@@ -161,9 +222,18 @@ class RunStore:
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION})")
+            raise StorageError(
+                f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION}): upgrade ttaeval"
+            )
         elif int(row[0]) < SCHEMA_VERSION:
             self._migrate(int(row[0]))
+        if check:
+            problems = self.integrity_problems(quick=True)
+            if problems:
+                raise StorageError(
+                    f"{self.path}: the store is corrupt ({problems[0]}); `ttaeval verify "
+                    f"{self.run_dir}` tells what can be kept"
+                )
 
     def _migrate(self, version: int) -> None:
         """Bring a store of an older schema up to date, in one transaction."""
@@ -176,6 +246,14 @@ class RunStore:
                     "error = CASE WHEN error LIKE 'n/a: %' THEN substr(error, 6) ELSE error END"
                 )
             self._db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+
+    def integrity_problems(self, quick: bool = False) -> list[str]:
+        """SQLite's integrity check (``quick_check`` when ``quick``): the problems, none when sound."""
+        try:
+            rows = self._db.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}").fetchall()
+        except StorageError as exc:
+            return [str(exc)]
+        return [r[0] for r in rows if r[0] != "ok"]
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -194,7 +272,8 @@ class RunStore:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back itself (disk full)
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 

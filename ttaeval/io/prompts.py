@@ -143,6 +143,8 @@ def _load_tta_bench_json(path: Path) -> list[Prompt]:
         ) from None
     except UnicodeDecodeError as exc:
         raise PromptError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise PromptError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(data, list):
         raise PromptError(f"{path}: expected a JSON list of prompt objects, got {type(data).__name__}")
     default_dim = TTA_BENCH_FILES.get(path.name, "")
@@ -164,6 +166,13 @@ def _load_tta_bench_json(path: Path) -> list[Prompt]:
 
 
 def _load_jsonl(path: Path) -> list[Prompt]:
+    try:
+        return _read_jsonl(path)
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path}: not UTF-8 text ({exc.reason})") from None
+
+
+def _read_jsonl(path: Path) -> list[Prompt]:
     prompts = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -174,6 +183,8 @@ def _load_jsonl(path: Path) -> list[Prompt]:
                 entry = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PromptError(f"{where}: invalid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise PromptError(f"{where}: JSON nested too deeply to read") from None
             if not isinstance(entry, dict):
                 raise PromptError(f"{where}: expected an object, got {type(entry).__name__}")
             text_key = next((k for k in ("prompt", "caption", "text", "prompt_text") if k in entry), None)

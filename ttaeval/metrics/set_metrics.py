@@ -283,6 +283,11 @@ def _choose_scorer(
             continue
         have = set(arts["system"])
         found.append((sid, label, arts, have))
+    if not found and not any(
+        store.has_artefacts(sid, name) for sid, _ in candidates for name in (EMBEDDING, FRAMES, LOGITS)
+    ):  # the scorer ran and every clip failed: no number, the failures counted (not a usage error)
+        sid, label = candidates[0]
+        return sid, label, pd.DataFrame(columns=["system", "prompt_id", "sample", "array"])
     if not found:
         hint = (
             "classifiers such as embed:panns store logits" if metric.artefact == LOGITS else "score with it"
@@ -371,7 +376,9 @@ def evaluate_set_metrics(
         for group in sorted(set(clips["group"])):
             in_group = arts[arts["group"] == group]
             ref = in_group[in_group["system"] == reference] if reference else None
-            if ref is not None and by and len(ref) < 2:  # a group the reference does not cover
+            if in_group.empty:  # nothing to compare: each system's row says how many clips failed
+                ref = None
+            elif ref is not None and by and len(ref) < 2:  # a group the reference does not cover
                 warnings.warn(
                     f"{spec}: left out for {by} = {group}: the reference has {len(ref)} clip(s) there",
                     stacklevel=2,
