@@ -18,7 +18,7 @@ from ttaeval.cli import app
 from ttaeval.io.folder import safe_name
 from ttaeval.store import RunStore
 
-runner = CliRunner()
+runner = CliRunner(env={"COLUMNS": "1000"})
 
 
 def cli(*args: object):
@@ -128,3 +128,159 @@ def test_score_re_scores_the_audio_run_writes_with_the_same_numbers(tmp_path):
     (moved / "plain_0.wav").write_bytes(b"RIFF")
     result = cli("score", moved, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "r3")
     assert "1 file name(s) matching no prompt; 1 file(s) could not be read" in flat(result.output)
+
+
+def test_user_text_is_never_read_as_rich_markup(tmp_path):
+    folder = tmp_path / "sys"
+    folder.mkdir()
+    wav(folder / "[bold]loud.wav")
+    suite = jsonl_suite(tmp_path / "suite.jsonl", ["[/x]"])
+    result = cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    assert result.exit_code == 1, result.output  # recorded failures, no MarkupError
+    assert "[bold]loud.wav: file name matches no prompt id" in flat(result.output)
+    assert "no file for prompt '[/x]'" in flat(result.output)
+    missing = tmp_path / "[red]prompts[/red].jsonl"
+    result = cli("score", folder, "--prompts", missing, "--scorer", "signal", "--out", tmp_path / "run2")
+    assert result.exit_code == 2 and "[red]prompts[/red].jsonl" in flat(result.output)
+    from ttaeval.optional import install_hint
+
+    hint = install_hint("laion_clap", "laion")
+    assert "ttaeval[laion]" in hint
+    from ttaeval.cli import _usage_error, console
+
+    with console.capture() as captured:
+        _usage_error(hint)
+    assert "ttaeval[laion]" in captured.get()
+
+
+def _good_run_folder(tmp_path: Path) -> tuple[Path, Path]:
+    suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(3)])
+    folder = tmp_path / "sys"
+    folder.mkdir()
+    for i in range(3):
+        wav(folder / f"p{i}.wav", 300.0 + 100 * i)
+    return suite, folder
+
+
+def test_each_exit_code_of_the_contract_through_the_cli(tmp_path):
+    suite, folder = _good_run_folder(tmp_path)
+    ok = cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    assert ok.exit_code == 0, ok.output  # 0: every clip scored
+    (folder / "p1.wav").write_bytes(b"RIFF....")
+    some = cli("score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "run")
+    assert some.exit_code == 1 and "p1.wav: unreadable" in some.output  # 1: a clip failed, recorded
+    usage = cli("score", folder, "--prompts", suite, "--scorer", "nosuch", "--out", tmp_path / "run")
+    assert usage.exit_code == 2 and "nosuch" in usage.output  # 2: usage
+    bad_toml = tmp_path / "run.toml"
+    bad_toml.write_text('out = 5\nsystems = {a = "synth"}\nsuite = "synth:accuracy"\n')
+    usage = cli("run", "--config", bad_toml)
+    assert usage.exit_code == 2 and "run.toml: out = 5 is a int; expected Path" in usage.output
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "run" / "run.sqlite")
+    db.execute("UPDATE meta SET value='99' WHERE key='schema'")
+    db.commit()
+    db.close()
+    for verb in (["leaderboard"], ["export"], ["report", "--out", str(tmp_path / "rep")]):
+        newer = cli(verb[0], tmp_path / "run", *verb[1:])  # 3: storage (a newer store)
+        assert newer.exit_code == 3, newer.output
+        assert "run.sqlite: schema 99 is newer" in newer.output and "Traceback" not in newer.output
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.sqlite").write_bytes(b"not a database at all" * 100)
+    corrupt = cli("leaderboard", tmp_path / "broken")
+    assert corrupt.exit_code == 3 and "broken/run.sqlite: file is not a database" in corrupt.output
+    debug = cli("--debug", "leaderboard", tmp_path / "broken")
+    assert debug.exit_code == 3 and "Traceback" in debug.output
+
+
+def _export(run_dir: Path) -> pd.DataFrame:
+    result = cli("export", run_dir)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(io.StringIO(result.stdout)).drop(columns=["source"])
+    return table.sort_values(["system", "prompt_id", "sample"]).reset_index(drop=True)
+
+
+def test_a_full_disk_exits_3_naming_the_file_and_a_resume_loses_nothing(tmp_path):
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(24)])
+    args = ["run", "--suite", str(suite), "--system", "a=synth,answer=random", "--scorer", "signal"]
+    args += ["--batch-size", "4", "--quiet"]
+    assert cli(*args, "--out", tmp_path / "whole").exit_code == 0
+
+    def small_disk() -> None:  # files may not grow past 300 kB: writes fail with EFBIG, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "1000"}
+    full = subprocess.run(
+        [sys.executable, "-m", "ttaeval", *args, "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, preexec_fn=small_disk, timeout=300,
+    )  # fmt: skip
+    assert full.returncode == 3, full.stderr
+    assert "Traceback" not in full.stderr and "failed:" in full.stderr
+    assert str(tmp_path / "run") in full.stderr  # names the file it could not write
+    again = cli(*args, "--out", tmp_path / "run")
+    assert again.exit_code == 0, again.output
+    pd.testing.assert_frame_equal(_export(tmp_path / "run"), _export(tmp_path / "whole"))
+
+
+def test_verify_finds_damage_and_a_repaired_run_recomputes_exactly_what_was_lost(tmp_path):
+    import sqlite3
+
+    suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(40)])
+    args = ["run", "--suite", suite, "--system", "a=synth,answer=random", "--scorer", "signal", "--quiet"]
+    assert cli(*args, "--out", tmp_path / "run").exit_code == 0
+    before = _export(tmp_path / "run")
+    assert cli("verify", tmp_path / "run").exit_code == 0
+    db = sqlite3.connect(tmp_path / "run" / "run.sqlite")  # values deleted behind the store's back
+    db.execute("DELETE FROM metric_values WHERE clip_key IN (SELECT clip_key FROM clips LIMIT 3)")
+    db.commit()
+    db.close()
+    found = cli("verify", tmp_path / "run")
+    assert found.exit_code == 3 and "3 results marked done without values" in found.output
+    assert cli("verify", tmp_path / "run", "--repair").exit_code == 0
+    resumed = cli(*args, "--out", tmp_path / "run")
+    assert "3 scores computed" in resumed.output
+    pd.testing.assert_frame_equal(_export(tmp_path / "run"), before)
+
+    store = tmp_path / "run" / "run.sqlite"  # one damaged page
+    pages = store.stat().st_size // 4096
+    with open(store, "r+b") as f:
+        f.seek(4096 * (pages // 2))
+        f.write(np.random.default_rng(0).bytes(4096))
+    refused = cli(*args, "--out", tmp_path / "run")
+    assert refused.exit_code == 3 and "the store is corrupt" in refused.output
+    assert cli("leaderboard", tmp_path / "run").exit_code == 3
+    assert cli("verify", tmp_path / "run").exit_code == 3
+    repaired = cli("verify", tmp_path / "run", "--repair")
+    assert repaired.exit_code == 0 and "damaged file is kept" in repaired.output
+    assert cli(*args, "--out", tmp_path / "run").exit_code == 0
+    pd.testing.assert_frame_equal(_export(tmp_path / "run"), before)
+
+
+def test_values_are_validated_before_any_work(tmp_path):
+    import pytest
+
+    from ttaeval.runner import RunConfig
+    from ttaeval.scorers import get_scorer
+
+    base = {"out": tmp_path / "r", "systems": {"a": "synth"}, "suite": "synth:accuracy"}
+    for bad, message in [
+        ({"limit": -1}, "limit must be at least 1"),
+        ({"limit": 0}, "limit must be at least 1"),
+        ({"duration": -4.0}, "duration must be in"),
+        ({"duration": 1e9}, "duration must be in"),
+        ({"scorers": "signal"}, "scorers must be a list"),
+        ({"steps": 0}, "steps must be at least 1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            RunConfig(**base, **bad)
+    with pytest.raises(ValueError, match="silence_dbfs"):
+        get_scorer("signal,silence_dbfs=nan")
+    result = cli("run", "--suite", "synth:accuracy", "--system", "a=synth", "--duration", "-4",
+                 "--out", tmp_path / "r2")  # fmt: skip
+    assert result.exit_code == 2 and not (tmp_path / "r2" / "audio").exists()

@@ -583,6 +583,41 @@ def fad(
 
 
 @app.command()
+def verify(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+    repair: Annotated[
+        bool, typer.Option(help="Rebuild a damaged store from its readable rows; drop incomplete results.")
+    ] = False,
+) -> None:
+    """Check a run store: SQLite integrity, and results marked done whose values are gone. Exit 0 when
+    sound (or repaired), 3 when damage is found and not repaired. After --repair, run the recorded
+    command again: it recomputes exactly what was lost."""
+    from ttaeval.verify import verify as check
+
+    found = check(run_dir, repair=repair)
+    for problem in found.corrupt[:10]:
+        _say("[red]damaged:[/red]", problem)
+    for table, (kept, lost) in found.salvaged.items():
+        if lost:
+            _say("[yellow]rebuilt:[/yellow]", f"{table}: {kept} rows kept, {lost} unreadable rows lost")
+    if found.incomplete:
+        what = "dropped" if repair else "found"
+        _say("[yellow]incomplete:[/yellow]", f"{found.incomplete} results marked done without values {what}")
+    if found.sound:
+        _say("", f"{run_dir}: the store is sound")
+        return
+    if not repair:
+        _say("", f"run `ttaeval verify {run_dir} --repair`, then the run again, to recompute what is lost")
+        raise typer.Exit(3)
+    if found.backup:
+        _say("", f"the damaged file is kept as {found.backup}")
+    with RunStore(run_dir) as store:
+        runs = store.runs()
+    again = runs[-1]["command"] if runs else "the run's command"
+    _say("", f"repaired; `{again}` recomputes what was lost")
+
+
+@app.command()
 def protocols(
     explain: Annotated[str | None, typer.Option("--explain", help="Print one protocol in full.")] = None,
 ) -> None:

@@ -10,6 +10,7 @@ import collections.abc
 import dataclasses
 import importlib
 import importlib.util
+import math
 import types
 import typing
 from collections.abc import Iterable, Iterator
@@ -192,7 +193,12 @@ def convert_option(raw: str, hint: Any, what: str) -> Any:
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(raw)
-        if hint in (int, float, str):
+        if hint is float:
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError(f"{raw} is not a finite number")
+            return value
+        if hint in (int, str):
             return hint(raw)
         if hint is Path:
             return Path(raw).expanduser()

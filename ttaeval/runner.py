@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import shlex
 import shutil
@@ -98,8 +99,23 @@ class RunConfig:
         for name in self.systems:
             if not name or "/" in name or "\\" in name or name.startswith("."):
                 raise ValueError(f"system name {name!r}: use letters, digits, '-', '_' (no path separators)")
+        for name in ("scorers", "set_metrics"):
+            if not isinstance(getattr(self, name), list | tuple):
+                raise ValueError(f"{name} must be a list of specs, not {getattr(self, name)!r}")
         if self.samples_per_prompt < 1 or self.batch_size < 1:
             raise ValueError("samples_per_prompt and batch_size must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be at least 1 (or absent for every prompt), not {self.limit}")
+        if not (math.isfinite(self.max_duration) and self.max_duration > 0):
+            raise ValueError(f"max_duration must be a positive number of seconds, not {self.max_duration}")
+        if self.duration is not None and not (0 < self.duration <= self.max_duration):
+            raise ValueError(
+                f"duration must be in (0, max_duration = {self.max_duration}] seconds, not {self.duration}"
+            )
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, not {self.steps}")
+        if self.guidance is not None and not math.isfinite(self.guidance):
+            raise ValueError(f"guidance must be a finite number, not {self.guidance}")
         if self.reference is not None and self.reference.startswith("folder:"):
             if REFERENCE_SYSTEM in self.systems and self.systems[REFERENCE_SYSTEM] != self.reference:
                 raise ValueError(

@@ -111,6 +111,30 @@ class _Cursor(sqlite3.Cursor):
         except sqlite3.Error as exc:
             raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
 
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.Error as exc:  # pages are read as rows are fetched
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
+    def fetchmany(self, *args: Any) -> list[Any]:
+        try:
+            return super().fetchmany(*args)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+
 
 class _Connection(sqlite3.Connection):
     """A connection whose every statement goes through ``_Cursor``."""
@@ -251,8 +275,8 @@ class RunStore:
         """SQLite's integrity check (``quick_check`` when ``quick``): the problems, none when sound."""
         try:
             rows = self._db.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}").fetchall()
-        except StorageError as exc:
-            return [str(exc)]
+        except StorageError as exc:  # too damaged to check: SQLite's own words
+            return [str(exc.__cause__ or exc)]
         return [r[0] for r in rows if r[0] != "ok"]
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class SignalScorer(Scorer):
             raise ValueError(
                 f"signal min_run must be at least 2 (one sample is every clip's peak), got {self.min_run}"
             )
+        if not np.isfinite(self.silence_dbfs):
+            raise ValueError(f"signal silence_dbfs must be a finite level in dBFS, got {self.silence_dbfs}")
 
     def _silence_ratio(self, x: np.ndarray, rate: int) -> float:
         frame = max(1, round(rate * self.frame_ms / 1000))
