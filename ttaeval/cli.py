@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from ttaeval.exits import USAGE as USAGE_ERROR
 from ttaeval.exits import ExitCodeGroup, classify
-from ttaeval.io.audio import ValidationConfig
+from ttaeval.io.audio import TruncatedAudioWarning, ValidationConfig
 from ttaeval.io.folder import collect_folder, printable
 from ttaeval.io.prompts import PromptError, load_prompts
 from ttaeval.optional import install_hint
@@ -59,6 +60,8 @@ def _root(
     2 usage or input error, 3 environment or storage failure (disk full, read-only, corrupt store)."""
     if debug:
         os.environ["TTAEVAL_DEBUG"] = "1"
+    # a truncated file is recorded in its clip's warnings; not printed again under the progress bar
+    warnings.filterwarnings("ignore", category=TruncatedAudioWarning)
 
 
 def _say(label: str, text: str) -> None:
@@ -592,7 +595,7 @@ def verify(
     """Check a run store: SQLite integrity, and results marked done whose values are gone. Exit 0 when
     sound (or repaired), 3 when damage is found and not repaired. After --repair, run the recorded
     command again: it recomputes exactly what was lost."""
-    from ttaeval.verify import verify as check
+    from ttaeval.store.verify import verify as check
 
     found = check(run_dir, repair=repair)
     for problem in found.corrupt[:10]:

@@ -6,8 +6,13 @@ the PCM and the rate — is what every cache is keyed on, never a file path.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import re
+import stat
+import struct
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +32,11 @@ UNSUPPORTED_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".wma", ".webm", ".amr",
 
 class AudioError(ValueError):
     """A clip that cannot be scored: unreadable, empty, or holding NaN/Inf samples."""
+
+
+class TruncatedAudioWarning(UserWarning):
+    """A WAV file holds fewer frames than its header says (cut short by a crash or a full disk): it is
+    loaded as what it holds, and the finding is also on the Clip's ``warnings``."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,7 +195,13 @@ def load_audio(
         validation: thresholds; the file's length is checked from its header before decoding.
 
     Raises:
-        AudioError: naming the file and the cause (unreadable, corrupt, empty, NaN/Inf, too long).
+        AudioError: naming the file and the cause: unreadable (no such file, dangling symlink,
+            symlink loop, permission denied, a directory, not a regular file such as a named pipe,
+            which is never opened), corrupt, empty, NaN/Inf, too long.
+
+    Warns:
+        TruncatedAudioWarning: a WAV holds fewer frames than its header says; the clip is what it
+            holds, and carries the finding in its ``warnings`` ("truncated: header says ...").
     """
     path = Path(path)
     if path.suffix.lower() in UNSUPPORTED_AUDIO_EXTENSIONS:
@@ -193,8 +209,9 @@ def load_audio(
         raise AudioError(
             f"{path}: unsupported format {path.suffix!r} (readable: {readable}); convert it to wav"
         )
+    declared = _probe(path)
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))  # bytes: a name UTF-8 cannot encode still opens
     except Exception as exc:  # soundfile raises several types for the same cause
         raise AudioError(f"{path}: unreadable: {_reason(exc)}") from exc
     if info.frames > 0 and info.frames / info.samplerate > validation.max_duration:
@@ -203,15 +220,19 @@ def load_audio(
             f"{validation.max_duration:.0f} s"
         )
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except Exception as exc:
         raise AudioError(f"{path}: corrupt: {_reason(exc)}") from exc
     audio = np.ascontiguousarray(data.T)
     try:
-        warnings = check_audio(audio, validation)
+        found = check_audio(audio, validation)
     except AudioError as exc:
         raise AudioError(f"{path}: {exc}") from None
-    clip = Clip(audio, int(rate), prompt=prompt, source=str(path), warnings=warnings)
+    if declared is not None and declared > audio.shape[1]:
+        cut = f"truncated: header says {declared} frames, file holds {audio.shape[1]}"
+        warnings.warn(f"{path}: {cut}", TruncatedAudioWarning, stacklevel=2)
+        found = (cut, *found)
+    clip = Clip(audio, int(rate), prompt=prompt, source=str(path), warnings=found)
     return prepare(clip, sample_rate, channels)
 
 
@@ -222,8 +243,8 @@ def try_load_audio(path: str | Path, **options: Any) -> Clip | str:
         return load_audio(path, **options)
     except AudioError as exc:
         return str(exc)
-    except OSError as exc:  # a directory where a file is expected, permissions
-        return f"{path}: unreadable: {exc.strerror or exc}"
+    except OSError as exc:  # an I/O error past the checks of ``_probe``
+        return f"{path}: unreadable: {_os_reason(Path(path), exc)}"
 
 
 def save_audio(path: str | Path, clip: Clip, subtype: str | None = None) -> Path:
@@ -232,6 +253,79 @@ def save_audio(path: str | Path, clip: Clip, subtype: str | None = None) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), clip.audio.T, clip.sample_rate, subtype=subtype)
     return path
+
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "named pipe",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+_PCM_WAV_TAGS = (1, 3, 6, 7, 0xFFFE)
+"""WAV format tags whose block align is one frame: PCM, float, A-law, mu-law, extensible."""
+
+
+def _probe(path: Path) -> int | None:
+    """Check that ``path`` is a regular file we may read, before libsndfile opens it (which blocks
+    forever on a named pipe, and says "System error." for whatever else goes wrong); return the
+    frames a PCM WAV's header declares (see ``_wav_declared_frames``).
+
+    Raises:
+        AudioError: naming the cause: no such file, dangling symlink, symlink loop, permission
+            denied, is a directory, not a regular file (named pipe, socket, device).
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: what counts is what a link leads to
+        if stat.S_ISDIR(mode):
+            raise AudioError(f"{path}: unreadable: is a directory")
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "special file")
+            raise AudioError(f"{path}: unreadable: not a regular file ({kind})")
+        # non-blocking, should the file become a pipe since the stat; permissions are checked here
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            return _wav_declared_frames(f)
+    except OSError as exc:
+        raise AudioError(f"{path}: unreadable: {_os_reason(path, exc)}") from exc
+
+
+def _wav_declared_frames(f: Any) -> int | None:
+    """Frames the data chunk of a RIFF WAV of PCM/float samples declares, from its header: libsndfile
+    counts only the frames present, so this is how a truncated file is seen. None for other files
+    and for streamed WAVs, whose writer could not go back to fill in the size (0 or 0xFFFFFFFF)."""
+    riff = f.read(12)
+    if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+        return None
+    frame = 0
+    for _ in range(1000):  # a few chunks in any real file; bounded on a crafted one
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        chunk, size = struct.unpack("<4sI", head)
+        if chunk == b"fmt ":
+            fmt = f.read(14)
+            if len(fmt) < 14 or size < 14:
+                return None
+            tag, _, _, _, frame = struct.unpack("<HHIIH", fmt)
+            if tag not in _PCM_WAV_TAGS:
+                return None
+            size -= 14
+        elif chunk == b"data":
+            return size // frame if frame and size not in (0, 0xFFFFFFFF) else None
+        f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    """An OSError's cause in words, naming a dangling symlink's target."""
+    if exc.errno == errno.ENOENT:
+        return f"dangling symlink → {os.readlink(path)}" if os.path.islink(path) else "no such file"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def _reason(exc: Exception) -> str:
