@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from resonate_train.config_file import config_from_toml
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
 from ttaeval.report import html
+from ttaeval.report.markdown import md_code, md_text
 from ttaeval.report.report import Section, frame_markdown, write_report
 from ttaeval.report.tables import paired_table
 from ttaeval.runner import RunConfig, run
@@ -234,7 +235,7 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
         "metric's direction, contradicted when p < 0.05 against it, not shown otherwise. Metrics marked "
         "'training reward' are what that system was optimised for; the others are held out."
     )
-    hacking_title = f"Reward hacking check against `{cfg.baseline}`:"
+    hacking_title = f"Reward hacking check against {md_code(cfg.baseline)}:"
     md = "\n".join([note, "", frame_markdown(claims), hacking_title, "", frame_markdown(hacking)])
     body = (
         f"<p>{escape(note)}</p>{html.frame_table(claims)}"
@@ -245,8 +246,9 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
 
 
 def _training_section(cfg: CompareConfig, curves: Path) -> Section:
-    runs = ", ".join(f"{k}: `{v}`" for k, v in cfg.training.items())
+    runs = ", ".join(f"{k}: {v}" for k, v in cfg.training.items())
     how = "step-mean lines are 5-step running means; evaluation-set points are the evaluations themselves"
-    md = f"Training logs ({runs}); {how}.\n\n![training](figures/{curves.name})"
+    md_runs = ", ".join(f"{md_text(k)}: {md_code(v)}" for k, v in cfg.training.items())
+    md = f"Training logs ({md_runs}); {how}.\n\n![training](figures/{curves.name})"
     body = f"<p>Training logs ({escape(runs)}); {how}.</p>{html.image(curves, 'training curves')}"
     return Section("Training curves", md, body, (curves,))

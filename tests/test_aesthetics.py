@@ -142,3 +142,19 @@ def test_odd_but_valid_audio_is_scored(tiny):
         scorer = get_scorer(f"aesthetics:audiobox,checkpoint={ckpt},batch_size=3")
     clips = odd_but_valid_clips()
     assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))
+
+
+def test_checkpoint_paths_are_checked_before_the_package_is_imported(tmp_path):
+    """Issue 20: a wrong path, or a folder without the from_pretrained files, is one line naming it,
+    before any model code is imported."""
+    from test_clap_laion import construct_in_fresh_process
+
+    missing, folder = construct_in_fresh_process(
+        [
+            "aesthetics:audiobox,checkpoint=/nonexistent/checkpoint.pt",
+            f"aesthetics:audiobox,checkpoint={tmp_path}",
+        ],
+        ["audiobox_aesthetics"],
+    )
+    assert "/nonexistent/checkpoint.pt" in missing and "set checkpoint=PATH" in missing
+    assert str(tmp_path / "config.json") in folder

@@ -15,6 +15,12 @@ and the RoBERTa text tower. What the test cannot reach here:
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -203,3 +209,91 @@ def test_odd_but_valid_audio_is_scored(tiny):
     *_, scorer = tiny
     clips = odd_but_valid_clips(Prompt("a", "a dog barks loudly"), long_seconds=60)
     assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))
+
+
+def air_gapped_env() -> dict[str, str]:
+    """A user's environment on an air-gapped cluster: no HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE set, and
+    every hub request fails (a closed local port) and is retried with backoff, as on a cluster
+    without DNS, so an unguarded ``import laion_clap`` spends minutes in retries."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    return env
+
+
+def construct_in_fresh_process(specs: list[str], packages: list[str]) -> list[str]:
+    """Build each scorer spec in a fresh air-gapped interpreter; each must fail with FileNotFoundError
+    without importing any of ``packages``. Returns the error messages."""
+    code = f"""if True:
+        import json, sys
+        from ttaeval import get_scorer
+        messages = []
+        for spec in {specs!r}:
+            try:
+                get_scorer(spec)
+            except FileNotFoundError as exc:
+                messages.append(str(exc))
+        imported = [p for p in {packages!r} if p in sys.modules]
+        print(json.dumps({{"messages": messages, "imported": imported}}))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=air_gapped_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["imported"] == [] and len(out["messages"]) == len(specs), (out, done.stderr[-2000:])
+    return out["messages"]
+
+
+def test_checkpoint_paths_are_checked_before_laion_clap_is_imported(tmp_path):
+    """Issue 20: laion_clap's import fetches tokenizers from the hub; a wrong path must not wait on it."""
+    reference_package("laion_clap")
+    (tmp_path / "folder.pt").mkdir()
+    missing, folder = construct_in_fresh_process(
+        ["clap:laion,checkpoint=/nonexistent/w.pt", f"clap:laion,checkpoint={tmp_path / 'folder.pt'}"],
+        ["laion_clap"],
+    )
+    assert "/nonexistent/w.pt" in missing and "checkpoint=PATH" in missing
+    assert str(tmp_path / "folder.pt") in folder and "not a file" in folder
+
+
+def test_score_with_a_missing_checkpoint_fails_fast_without_the_hub(tmp_path):
+    """Issue 20: `ttaeval score` with a wrong checkpoint, offline switches unset, ends in seconds with
+    a usage error naming the path (it spent minutes in hub retries inside `import laion_clap`)."""
+    import soundfile as sf
+
+    reference_package("laion_clap")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "p1.wav", noise(1, 0), 48_000)
+    (tmp_path / "prompts.jsonl").write_text(json.dumps({"audio_id": "p1", "prompt": "a dog barks"}))
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "ttaeval", "score", str(folder), "--prompts", str(tmp_path / "prompts.jsonl"),
+         "--scorer", "clap:laion,checkpoint=/nonexistent/w.pt", "--out", str(tmp_path / "run")],
+        env=air_gapped_env(), capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    assert done.returncode != 0 and "/nonexistent/w.pt" in done.stderr, done.stderr[-2000:]
+    assert "Retrying" not in done.stderr and time.monotonic() - start < 45
+
+
+@pytest.mark.slow  # two laion_clap imports (~10 s each here)
+def test_local_weights_load_in_seconds_without_the_offline_switches(tmp_path):
+    """Issue 20: with local files, nothing asks the hub (the user did not set HF_HUB_OFFLINE); the
+    switches are the user's again afterwards."""
+    torch.manual_seed(0)
+    save_like_laion(package_module(False), tmp_path / "clap.pt")
+    bpe_tokenizer().save_pretrained(tmp_path / "roberta")
+    tiny_roberta_config().save_pretrained(tmp_path / "roberta")
+    spec = f"clap:laion,checkpoint={tmp_path / 'clap.pt'},text_model={tmp_path / 'roberta'}"
+    code = f"""if True:
+        import os, sys
+        from ttaeval import get_scorer
+        get_scorer({spec!r})
+        from huggingface_hub import constants
+        assert "laion_clap" in sys.modules and not constants.HF_HUB_OFFLINE
+        assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=air_gapped_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "Retrying" not in done.stderr, done.stderr[-2000:]

@@ -184,3 +184,17 @@ def test_odd_but_valid_audio_is_scored(tiny):
     scorer = get_scorer(f"clap:msclap,checkpoint={ckpt},text_model={text}")
     clips = odd_but_valid_clips(Prompt("a", "a dog barks loudly"), long_seconds=60)
     assert_all_scored(clips, score_as_the_runner_does(scorer, clips.values()))
+
+
+def test_checkpoint_paths_are_checked_before_msclap_is_imported(tmp_path):
+    """Issue 20: a wrong path is one line naming it, before any model code is imported."""
+    from test_clap_laion import construct_in_fresh_process
+
+    from ttaeval.scorers.clap_msclap import PACKAGE
+
+    missing, folder = construct_in_fresh_process(
+        ["clap:msclap,checkpoint=/nonexistent/w.pth", f"clap:msclap,checkpoint={tmp_path}"],
+        [PACKAGE, "msclap"],
+    )
+    assert "/nonexistent/w.pth" in missing and "checkpoint=PATH" in missing
+    assert str(tmp_path) in folder and "not a file" in folder

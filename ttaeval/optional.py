@@ -1,13 +1,23 @@
-"""Optional published packages whose model code real backends use, and how to install them.
+"""Optional published packages whose model code real backends use, how to install them, and how
+to load local weights with them.
 
 laion_clap pins numpy<2 and msclap / audiobox_aesthetics / frechet_audio_distance pull torchaudio,
 which would replace a CPU torch with a CUDA build; so each is installed without its dependencies,
 which the matching ttaeval extra brings instead.
+
+Loading is local: a backend checks its weight files (``weights_file``) before importing anything,
+and imports and builds inside ``hub_offline()`` — laion_clap fetches tokenizers from the Hugging
+Face hub at import time, which on an air-gapped machine means minutes of retries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 REFERENCE_PINS = {
@@ -36,3 +46,45 @@ def import_reference(module: str, backend: str) -> ModuleType:
     except ImportError as exc:
         top = module.split(".")[0]
         raise ImportError(f"{backend} needs {exc.name or module}: {install_hint(top)}") from None
+
+
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def weights_file(path: str | Path | None, where: str, hint: str) -> Path:
+    """``path`` when it is a regular file (or a link to one); else FileNotFoundError naming it, with
+    ``hint`` (what to pass instead). Called before a backend's package is imported."""
+    if path is None or str(path) == "":
+        raise FileNotFoundError(f"{where} checkpoint not given ({hint})")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{where} checkpoint not found: {path} ({hint})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{where} checkpoint is not a file: {path} ({hint})")
+    return path
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """The Hugging Face hub off for the block (a load of local files: no request, no retry), unless
+    the user set HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE themselves (their choice stands).
+
+    Sets both variables for libraries that read them at import, and ``huggingface_hub``'s own switch
+    (read once, at its import; transformers asks it) if it is already imported; all restored after.
+    """
+    if any(v in os.environ for v in OFFLINE_VARIABLES):
+        yield
+        return
+    before = sys.modules.get("huggingface_hub.constants")
+    saved = before.HF_HUB_OFFLINE if before is not None else None
+    os.environ.update(dict.fromkeys(OFFLINE_VARIABLES, "1"))
+    if before is not None:
+        before.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for v in OFFLINE_VARIABLES:
+            os.environ.pop(v, None)
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:  # imported in the block, it read the switch as on: off again
+            constants.HF_HUB_OFFLINE = saved if before is not None else False

@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from ttaeval.metrics.stats import per_prompt_means
 from ttaeval.protocols import get_protocol, run_set_metrics
 from ttaeval.report import html
+from ttaeval.report.markdown import md_text
 from ttaeval.report.tables import (
     clip_table,
     fmt,
@@ -33,6 +34,9 @@ from ttaeval.report.tables import (
 from ttaeval.store import RunStore
 
 BREAKDOWNS = ("dimension", "event_count", "event_relation")
+PLAIN = {"parse_math": False, "usetex": False}
+"""Text properties of every label a figure shows: names as written (matplotlib would read ``$...$``
+as math text, and fail on a name like ``a$\\foo{$b``)."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,11 @@ class _Doc:
         self.html: list[str] = []
 
     def heading(self, text: str, level: int = 2) -> None:
-        self.md += ["#" * level + " " + text, ""]
+        self.md += ["#" * level + " " + md_text(text), ""]
         self.html.append(f"<h{level}>{escape(text)}</h{level}>")
 
     def para(self, text: str) -> None:
-        self.md += [text, ""]
+        self.md += [md_text(text), ""]
         self.html.append(f"<p>{escape(text)}</p>")
 
     def block(self, md: str, html_text: str) -> None:
@@ -150,7 +154,7 @@ def write_report(
         )
     title = title or f"ttaeval report: {Path(run_dir).name}"
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(f"# {title}\n\n" + "\n".join(doc.md), encoding="utf-8")
+    md_path.write_text(f"# {md_text(title)}\n\n" + "\n".join(doc.md), encoding="utf-8")
     html_path.write_text(html.page(title, "\n".join(doc.html)), encoding="utf-8")
     shown_above = [f for section in sections for f in section.figures]
     return ReportFiles(md_path, html_path, (*shown_above, *figures))
@@ -219,14 +223,10 @@ def _protocol_id(name: object) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table whose cells are text: markup in a prompt is escaped (Markdown renders raw
-    HTML), ``|`` cannot split a cell, a newline cannot end a row."""
-
-    def cell(x: str) -> str:
-        return escape(str(x), quote=False).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+    """A Markdown table whose cells are text (``md_text``): markup in a prompt is escaped (Markdown
+    renders raw HTML), ``|`` cannot split a cell, a newline cannot end a row."""
+    lines = ["| " + " | ".join(map(md_text, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(md_text, r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -255,8 +255,9 @@ def _bars(board: pd.DataFrame, metrics: list[str], path: Path) -> Path:
         mean = part["mean"].to_numpy(float)
         err = np.vstack([mean - part["ci_low"].to_numpy(float), part["ci_high"].to_numpy(float) - mean])
         ax.bar(range(len(part)), mean, yerr=np.nan_to_num(err), capsize=3, color="#5b8db8")
-        ax.set_xticks(range(len(part)), part["system"], rotation=30, ha="right", fontsize=8)
-        ax.set_title(m + {True: " ↑", False: " ↓"}.get(part["higher_is_better"].iloc[0], ""), fontsize=9)
+        ax.set_xticks(range(len(part)), part["system"], rotation=30, ha="right", fontsize=8, **PLAIN)
+        arrow = {True: " ↑", False: " ↓"}.get(part["higher_is_better"].iloc[0], "")
+        ax.set_title(m + arrow, fontsize=9, **PLAIN)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return path
@@ -277,10 +278,11 @@ def _by_event_count(board: pd.DataFrame, metrics: list[str], path: Path) -> Path
             ax.fill_between(
                 rows["k"], rows["ci_low"].astype(float), rows["ci_high"].astype(float), alpha=0.15
             )
-        ax.set_xlabel("events in the prompt", fontsize=8)
+        ax.set_xlabel("events in the prompt", fontsize=8, **PLAIN)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(m, fontsize=9)
-    axes[0].legend(fontsize=7)
+        ax.set_title(m, fontsize=9, **PLAIN)
+    for text in axes[0].legend(fontsize=7).get_texts():
+        text.update(PLAIN)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return path
@@ -297,8 +299,8 @@ def _distributions(table: pd.DataFrame, metrics: list[str], path: Path) -> Path:
             values = per_prompt_means(part[m], part["prompt_id"]).to_numpy()
             data.append(values if values.size else np.array([np.nan]))
         ax.boxplot(data, showfliers=True)
-        ax.set_xticks(range(1, len(systems) + 1), systems, rotation=30, ha="right", fontsize=8)
-        ax.set_title(m, fontsize=9)
+        ax.set_xticks(range(1, len(systems) + 1), systems, rotation=30, ha="right", fontsize=8, **PLAIN)
+        ax.set_title(m, fontsize=9, **PLAIN)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return path

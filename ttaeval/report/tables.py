@@ -12,6 +12,7 @@ import pandas as pd
 from ttaeval.metrics.set_metrics import COLUMNS as SET_METRIC_COLUMNS
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.metrics.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
+from ttaeval.report.markdown import md_code, md_text
 from ttaeval.store import RunStore
 
 KEY_COLUMNS = ["system", "prompt_id", "sample"]
@@ -102,8 +103,9 @@ def leaderboard(
     table["group"] = table["prompt_id"].map(groups) if groups is not None else ""
     rows = []
     for (group, system), part in table.groupby(["group", "system"], sort=True):
-        for column in [c for c in directions if c in table.columns]:
-            per_prompt = per_prompt_means(part[column], part["prompt_id"])
+        for column in directions:  # a metric no clip has a value of: every clip counts as failed
+            values = part[column] if column in part else pd.Series(np.nan, index=part.index)
+            per_prompt = per_prompt_means(values, part["prompt_id"])
             est = bootstrap_ci(per_prompt.to_numpy(), level=level, n_resamples=n_resamples, seed=seed)
             rows.append(
                 {
@@ -115,7 +117,7 @@ def leaderboard(
                     "n_clips": len(part),
                     "n_failed": sum(
                         (system, pid, sample, column) not in na
-                        for pid, sample in part.loc[part[column].isna(), ["prompt_id", "sample"]].itertuples(
+                        for pid, sample in part.loc[values.isna(), ["prompt_id", "sample"]].itertuples(
                             index=False
                         )
                     ),
@@ -246,8 +248,7 @@ def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], 
     rows, marks = [], []
     for system, group in board.groupby("system", sort=True):
         cells = {r["metric"]: r for _, r in group.iterrows()}
-        per_prompt = [r for r in cells.values() if not isinstance(r.get("spec"), str)]
-        failed = int(np.max([r["n_failed"] for r in per_prompt])) if per_prompt else 0
+        failed = int(np.nanmax([r["n_failed"] for r in cells.values()])) if cells else 0
         row = [str(system), str(int(group["n_clips"].max())), str(failed)]
         mark = [False, False, False]
         for m in metrics:
@@ -273,11 +274,12 @@ def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None
     grouped = "group" in board.columns
     for group, part in board.groupby("group", sort=True) if grouped else [(None, board)]:
         if grouped:
-            lines += [f"### {board.attrs.get('by', 'group')} = {group}", ""]
+            lines += [f"### {md_text(board.attrs.get('by', 'group'))} = {md_text(group)}", ""]
         header, rows, marks = leaderboard_cells(part)
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(map(md_text, header)) + " |", "|" + "---|" * len(header)]
         for row, mark in zip(rows, marks):
-            lines.append("| " + " | ".join(f"**{c}**" if m else c for c, m in zip(row, mark)) + " |")
+            cells = (f"**{md_text(c)}**" if m else md_text(c) for c, m in zip(row, mark))
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines.append(
         f"Mean over prompts with a {int(level * 100)}% percentile-bootstrap CI; **bold**: best, with a CI "
@@ -296,7 +298,7 @@ def paired_markdown(paired: pd.DataFrame, level: float = 0.95) -> str:
     grouped = "group" in paired.columns
     head = ["group"] if grouped else []
     lines = [
-        f"#### Against the baseline `{baseline}` (system − baseline, paired over prompts)",
+        f"#### Against the baseline {md_code(baseline)} (system − baseline, paired over prompts)",
         "",
         "| " + " | ".join([*head, "system", "metric", "difference [CI]", "p", "n", "verdict"]) + " |",
         "|" + "---|" * (len(head) + 6),
@@ -311,7 +313,7 @@ def paired_markdown(paired: pd.DataFrame, level: float = 0.95) -> str:
             str(int(r["n"])),
             r["verdict"],
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(map(md_text, cells)) + " |")
     lines += [
         "",
         f"CI: {int(level * 100)}% percentile bootstrap over prompts; p: two-sided paired sign-flip "
@@ -343,11 +345,16 @@ def tta_bench_markdown(summary: pd.DataFrame) -> str:
     out = []
     for metric, part in summary.groupby("metric", sort=False):
         systems = sorted(part["system"].unique())
-        out += [f"### {metric}", "", "| section | group | " + " | ".join(systems) + " |"]
+        out += [
+            f"### {md_text(metric)}",
+            "",
+            "| section | group | " + " | ".join(map(md_text, systems)) + " |",
+        ]
         out.append("|" + "---|" * (2 + len(systems)))
         for (section, group), rows in part.groupby(["section", "group"], sort=False):
             cells = {r["system"]: f"{fmt(r['value'])} (n={r['n']})" for _, r in rows.iterrows()}
-            out.append(f"| {section} | {group} | " + " | ".join(cells.get(s, "–") for s in systems) + " |")
+            values = [section, group, *(cells.get(s, "–") for s in systems)]
+            out.append("| " + " | ".join(map(md_text, values)) + " |")
         out.append("")
     out.append(
         "dimension/attribute rows: mean over prompts; robustness: mean ratio perturbed/source "
@@ -406,7 +413,7 @@ def correlations_markdown(table: pd.DataFrame) -> str:
         cells = [
             f"{fmt(r[k])} [{fmt(r[k + '_low'])}, {fmt(r[k + '_high'])}]" for k in ("LCC", "SRCC", "KTAU")
         ]
-        lines.append(f"| {r['metric']} | {r['rating']} | {r['n']} | " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(map(md_text, [r["metric"], r["rating"], r["n"], *cells])) + " |")
     lines += [
         "",
         "Pearson (LCC), Spearman (SRCC), Kendall tau-b (KTAU); 95% percentile bootstrap over pairs.",

@@ -23,7 +23,7 @@ import numpy as np
 
 from ttaeval.checkpoints import load_checkpoint, weights_digest
 from ttaeval.io.audio import Clip
-from ttaeval.optional import import_reference
+from ttaeval.optional import hub_offline, import_reference, weights_file
 from ttaeval.scorers.base import MetricSpec, Scorer, ScoreResult
 
 AXES = ("CE", "CU", "PC", "PQ")
@@ -39,6 +39,8 @@ MODEL_CFG_KEYS = (
     "output_dim",
 )
 """What ``AesPredictor.setup_model`` passes from the checkpoint's ``model_cfg``."""
+FOLDER_FILES = ("config.json", "model.safetensors")
+"""What ``AesMultiOutput.from_pretrained`` reads from a local folder."""
 
 
 def window_spans(num_samples: int, window: int) -> list[tuple[int, int]]:
@@ -73,14 +75,18 @@ class AudioboxAestheticsScorer(Scorer):
     _model: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
+        hint = "set checkpoint=PATH to checkpoint.pt or a facebook/audiobox-aesthetics folder"
+        if self.checkpoint and Path(self.checkpoint).is_dir():  # the from_pretrained layout
+            path = Path(self.checkpoint)
+            for name in FOLDER_FILES:
+                weights_file(path / name, "aesthetics:audiobox", hint)
+        else:
+            path = weights_file(self.checkpoint, "aesthetics:audiobox", hint)
+        with hub_offline():  # local files only: no request to the hub, even where it cannot be reached
+            self._load(path)
 
+    def _load(self, path: Path) -> None:
         aes = import_reference("audiobox_aesthetics.model.aes", "aesthetics:audiobox")
-        path = Path(self.checkpoint) if self.checkpoint else None
-        if path is None or not path.exists():
-            raise FileNotFoundError(
-                f"aesthetics:audiobox checkpoint not found: {path} "
-                "(set checkpoint=PATH to checkpoint.pt or a facebook/audiobox-aesthetics folder)"
-            )
         if path.is_dir():
             model = aes.AesMultiOutput.from_pretrained(str(path), local_files_only=True)
         else:

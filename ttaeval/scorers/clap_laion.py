@@ -4,6 +4,9 @@ Checkpoints: ``630k-audioset-fusion-best.pt`` (HTSAT-tiny, fusion; stable-audio-
 ``630k-audioset-best.pt`` / ``630k-best.pt`` (HTSAT-tiny), ``music_speech_audioset_epoch_15_esc_89.98.pt``
 (HTSAT-base). Loaded by ``laion_clap.CLAP_Module.load_ckpt`` from ``checkpoint=PATH`` or, when no
 path is given, from where ``load_ckpt`` keeps its downloads (the package folder); it never downloads.
+The path is checked before laion_clap is imported, and the import and build run with the Hugging
+Face hub off (``hub_offline``): the package fetches three tokenizers at import time, which without
+HF_HUB_OFFLINE on an air-gapped machine spends minutes in retries.
 
 What the package does, and what we keep or change:
 
@@ -34,6 +37,7 @@ What the package does, and what we keep or change:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttaeval.optional import import_reference
+from ttaeval.optional import hub_offline, import_reference, install_hint, weights_file
 from ttaeval.scorers.clap_common import (
     ClapScorer,
     local_text_model,
@@ -166,11 +170,16 @@ class LaionClapScorer(ClapScorer):
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:laion crop must be 'windows' or 'random', got {self.crop!r}")
-        laion_clap = import_reference("laion_clap", "clap:laion")
-        path = Path(self.checkpoint) if self.checkpoint else self._cached_checkpoint(laion_clap)
-        if not path.is_file():
-            raise FileNotFoundError(f"clap:laion checkpoint not found: {path} (set checkpoint=PATH)")
+        # paths first: importing laion_clap fetches tokenizers from the hub (minutes of retries offline)
+        path = weights_file(self.checkpoint or self._cached_checkpoint(), "clap:laion", "set checkpoint=PATH")
+        with hub_offline():
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        where = f"clap:laion text_model={self.text_model}"
+        config, self._tokenizer, self._text_digest = local_text_model(self.text_model, where, "roberta-base")
         state = read_checkpoint(path)
+        laion_clap = import_reference("laion_clap", "clap:laion")
         fusion = checkpoint_is_fusion(state) if self.fusion is None else self.fusion
         if fusion and self.crop == "random":
             from laion_clap.training import data as laion_data
@@ -180,8 +189,6 @@ class LaionClapScorer(ClapScorer):
                     "clap:laion crop=random with a fusion checkpoint runs laion_clap's own get_mel, "
                     "which needs torchaudio; use crop=windows"
                 )
-        where = f"clap:laion text_model={self.text_model}"
-        config, self._tokenizer, self._text_digest = local_text_model(self.text_model, where, "roberta-base")
         with _text_tower_from(config):
             module = laion_clap.CLAP_Module(enable_fusion=fusion, device=self.device, amodel=self.amodel)
         try:
@@ -196,9 +203,12 @@ class LaionClapScorer(ClapScorer):
         self._fusion = fusion
         self._audio_cfg = module.model_cfg["audio_cfg"]
 
-    def _cached_checkpoint(self, laion_clap) -> Path:
-        fusion = bool(self.fusion)
-        return Path(laion_clap.__file__).parent / DOWNLOAD_NAMES[fusion]
+    def _cached_checkpoint(self) -> Path:
+        """Where ``load_ckpt()`` keeps its download: laion_clap's folder, found without importing it."""
+        spec = importlib.util.find_spec("laion_clap")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError(f"clap:laion needs laion_clap: {install_hint('laion_clap')}")
+        return Path(spec.submodule_search_locations[0]) / DOWNLOAD_NAMES[bool(self.fusion)]
 
     def identity_options(self) -> dict[str, object]:
         options = {"weights": self._digest, "amodel": self.amodel, "fusion": self._fusion}

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ttaeval.checkpoints import load_checkpoint
-from ttaeval.optional import install_hint
+from ttaeval.optional import hub_offline, install_hint, weights_file
 from ttaeval.scorers.clap_common import (
     ClapScorer,
     local_text_model,
@@ -115,14 +115,14 @@ class MsClapScorer(ClapScorer):
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:msclap crop must be 'windows' or 'random', got {self.crop!r}")
+        path = weights_file(self.checkpoint, "clap:msclap", "set checkpoint=PATH to CLAP_weights_2023.pth")
+        with hub_offline():  # local files only: no request to the hub, even where it cannot be reached
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
         import yaml
 
         models = msclap_models()
-        if self.checkpoint is None or not Path(self.checkpoint).is_file():
-            raise FileNotFoundError(
-                f"clap:msclap checkpoint not found: {self.checkpoint} "
-                "(set checkpoint=PATH to CLAP_weights_2023.pth)"
-            )
         args = yaml.safe_load((models.config_dir / "config_2023.yml").read_text())
         self._args = args
         where = f"clap:msclap text_model={self.text_model}"
@@ -143,19 +143,19 @@ class MsClapScorer(ClapScorer):
                 transformer_embed_dim=args["transformer_embed_dim"],
                 d_proj=args["d_proj"],
             )
-        state = load_checkpoint(self.checkpoint)
+        state = load_checkpoint(path)
         state = state.get("model", state)  # msclap's releases wrap the state dict; safetensors do not
         missing, unexpected = model.load_state_dict(state, strict=False)
         unexpected = [k for k in unexpected if not k.endswith(STALE_BUFFERS)]
         if missing or unexpected:
             raise ValueError(
-                f"clap:msclap: {self.checkpoint} does not fit msclap 2023 with text_model={self.text_model} "
+                f"clap:msclap: {path} does not fit msclap 2023 with text_model={self.text_model} "
                 f"({len(missing)} missing, e.g. {missing[:2]}; "
                 f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
             )
         self._model = model.to(self.device).eval()
         self._window = int(args["duration"] * args["sampling_rate"])
-        self._digest = weights_digest(Path(self.checkpoint))
+        self._digest = weights_digest(path)
 
     def identity_options(self) -> dict[str, object]:
         options = {"weights": self._digest, "text": self._text_digest, "crop": self.crop}
