@@ -284,3 +284,26 @@ def test_values_are_validated_before_any_work(tmp_path):
     result = cli("run", "--suite", "synth:accuracy", "--system", "a=synth", "--duration", "-4",
                  "--out", tmp_path / "r2")  # fmt: skip
     assert result.exit_code == 2 and not (tmp_path / "r2" / "audio").exists()
+
+
+def test_a_store_where_every_clip_failed_gives_empty_tables_with_the_failure_counts(tmp_path):
+    suite = jsonl_suite(tmp_path / "suite.jsonl", ["a", "b"])
+    for name in ("sys", "ref"):
+        (tmp_path / name).mkdir()
+        for pid in ("a", "b"):
+            (tmp_path / name / f"{pid}.wav").write_bytes(b"RIFF")  # unreadable
+    result = cli(
+        "run", "--suite", suite, "--system", f"x=folder:{tmp_path / 'sys'}", "--reference",
+        f"folder:{tmp_path / 'ref'}", "--scorer", "signal", "--scorer", "embed:mini",
+        "--set-metric", "fad:embed:mini", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output  # clips failed, recorded: not a crash, not a usage error
+    assert "| x | 2 | 2 |" in result.stdout
+    board = cli("leaderboard", tmp_path / "run")
+    assert board.exit_code == 0 and "| x | 2 | 2 |" in board.stdout and "FAD" in board.stdout
+    report = cli("report", tmp_path / "run", "--out", tmp_path / "rep")
+    assert report.exit_code == 0, report.output
+    scored = cli("score", tmp_path / "sys", "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "s")
+    assert scored.exit_code == 1
+    board = cli("leaderboard", tmp_path / "s")
+    assert board.exit_code == 0 and "| sys | 2 | 2 |" in board.stdout
