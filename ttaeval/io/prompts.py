@@ -75,7 +75,8 @@ def load_prompts(source: str | Path) -> list[Prompt]:
     registered suite.
 
     Raises:
-        PromptError: the file and line/field at fault, duplicate ids, or empty text.
+        PromptError: the file and line/field at fault, duplicate ids, empty text, or a file that
+            cannot be read.
         FileNotFoundError: the path does not exist.
     """
     text = str(source)
@@ -88,16 +89,19 @@ def load_prompts(source: str | Path) -> list[Prompt]:
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"prompt source not found: {path}")
-    if path.is_dir():
-        prompts = _load_folder(path)
-    elif path.suffix == ".json":
-        prompts = _load_tta_bench_json(path)
-    elif path.suffix == ".jsonl":
-        prompts = _load_jsonl(path)
-    elif path.suffix == ".txt":
-        prompts = _load_text(path)
-    else:
-        raise PromptError(f"{path}: unknown prompt format {path.suffix!r} (expected .json, .jsonl, .txt)")
+    try:
+        if path.is_dir():
+            prompts = _load_folder(path)
+        elif path.suffix == ".json":
+            prompts = _load_tta_bench_json(path)
+        elif path.suffix == ".jsonl":
+            prompts = _load_jsonl(path)
+        elif path.suffix == ".txt":
+            prompts = _load_text(path)
+        else:
+            raise PromptError(f"{path}: unknown prompt format {path.suffix!r} (expected .json, .jsonl, .txt)")
+    except OSError as exc:  # no read permission, a FIFO's neighbour gone, an I/O error: an input error
+        raise PromptError(f"{exc.filename or path}: cannot read the prompts: {exc.strerror or exc}") from None
     return _checked(prompts, str(path))
 
 
