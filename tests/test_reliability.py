@@ -307,3 +307,29 @@ def test_a_store_where_every_clip_failed_gives_empty_tables_with_the_failure_cou
     assert scored.exit_code == 1
     board = cli("leaderboard", tmp_path / "s")
     assert board.exit_code == 0 and "| sys | 2 | 2 |" in board.stdout
+
+
+def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(1500)])
+    args = ["run", "--suite", str(suite), "--system", "a=synth,answer=random", "--scorer", "signal"]
+    args += ["--batch-size", "2", "--quiet", "--out", str(tmp_path / "run")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ttaeval", *args], env=env, stderr=subprocess.PIPE, text=True
+    )
+    store = tmp_path / "run" / "run.sqlite"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once clips are committed
+        if store.exists() and (tmp_path / "run" / "audio" / "a").is_dir():
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert cli(*args).exit_code == 0

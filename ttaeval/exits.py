@@ -12,7 +12,7 @@ code  meaning
       one written by a newer ttaeval, out of memory — or an internal error of the tool
 ====  ==========================================================================================
 
-No traceback is printed unless ``--debug`` is given (or ``TTAEVAL_DEBUG=1`` is set).
+Ctrl-C exits with 130. No traceback is printed unless ``--debug`` is given (or ``TTAEVAL_DEBUG=1`` is set).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 OK, CLIPS_FAILED, USAGE, ENVIRONMENT = 0, 1, 2, 3
+INTERRUPTED = 130
+"""Ctrl-C (SIGINT), as shells report a process a signal stopped."""
 
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
                        errno.EFBIG, errno.ENOMEM}  # fmt: skip
@@ -73,6 +75,9 @@ class ExitCodeGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
+        except KeyboardInterrupt:  # not click's "Aborted!" with 1, which reads as "some clips failed"
+            Console(stderr=True).print("interrupted: what was committed is kept; run again to resume")
+            raise typer.Exit(INTERRUPTED) from None
         except Exception as exc:
             code, message = classify(exc)
             console = Console(stderr=True)
