@@ -290,7 +290,9 @@ def test_the_served_command_scores_like_hf_and_stops_cleanly_on_ctrl_c(folder, r
         scorer = get_scorer(spec.removeprefix("scorer spec: ") + ",top_logprobs=1000,backoff=0")
         assert_same_results(scorer.score(CLIPS), reference)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        # Generous: a passing stop takes a fraction of a second, but a loaded machine stretches it (the
+        # CPU it costs is asserted in test_judge_server_hardening); 60 s once proved too short.
+        out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0 and out.strip() == "stopped"

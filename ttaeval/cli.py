@@ -683,6 +683,10 @@ def judge_serve(
     allow_remote: Annotated[
         bool, typer.Option(help="Allow a non-loopback --host (the server has no auth without a key).")
     ] = False,
+    max_audio_seconds: Annotated[
+        float, typer.Option(min=0.001, help="Longest clip a request may send (read from its header).")
+    ] = 60.0,
+    max_prompt_chars: Annotated[int, typer.Option(min=0, help="Longest prompt a request may send.")] = 2000,
     fault: Annotated[
         list[str] | None,
         typer.Option(
@@ -739,6 +743,9 @@ def judge_serve(
             api_key=api_key,
             faults=faults,
             allow_remote=allow_remote,
+            limits=judge_server.ServerLimits(
+                max_audio_seconds=max_audio_seconds, max_prompt_chars=max_prompt_chars
+            ),
             on_ready=ready,
         )
     except OSError as exc:  # the port is taken, the address is not ours

@@ -167,6 +167,8 @@ def _fits(value: Any, hint: Any) -> bool:
     if origin in (dict, collections.abc.Mapping):
         kt, vt = args if args else (Any, Any)
         return isinstance(value, dict) and all(_fits(k, kt) and _fits(v, vt) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):  # a table the config turns into that dataclass
+        return isinstance(value, dict | hint)
     return isinstance(value, hint) if isinstance(hint, type) else True
 
 

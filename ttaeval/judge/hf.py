@@ -4,10 +4,17 @@ Supported: Qwen2-Audio (``Qwen2AudioForConditionalGeneration``) and the thinker 
 (``Qwen2_5OmniThinkerForConditionalGeneration``; the talker is never loaded). Only the first answer
 token's distribution is needed, so there is no ``generate``: the questions go through the model in
 left-padded batches, one forward pass each, and the last position of every row is read.
+
+A question whose chat-template text is longer than the model's context (``max_text_tokens``) is cut
+in the middle to fit, its start and its end (where the templates put the instruction) kept, as the
+CLAP scorers cut their texts at 77 tokens; one that cannot fit even so is not run (NaN with the
+reason). Attention memory grows with the square of the length, so running a long question as it is
+could ask for any amount (a 100k-character caption made judge-mini allocate 55 GB).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +24,13 @@ import numpy as np
 from ttaeval.checkpoints import weights_digest
 from ttaeval.judge.base import Answer, JudgeScorer
 from ttaeval.scorers.clap_common import check_tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 8192
+"""Positions assumed for a model whose config does not say (Qwen2-Audio's context)."""
+CUT = " ... "
+"""What replaces the middle of a question cut to fit the model's context."""
 
 FAMILY_OF_MODEL_TYPE = {
     "qwen2_audio": "qwen2-audio",
@@ -59,7 +73,7 @@ class HFJudgeScorer(JudgeScorer):
     """The judge on a transformers Qwen2-Audio or Qwen2.5-Omni (thinker) folder."""
 
     backend = "hf"
-    id_exclude = (*JudgeScorer.id_exclude, "question_batch")
+    id_exclude = (*JudgeScorer.id_exclude, "question_batch", "max_text_tokens")
 
     model: Path | None = None
     """Folder with the model and its processor (feature extractor, tokenizer, chat template)."""
@@ -69,7 +83,13 @@ class HFJudgeScorer(JudgeScorer):
     """Questions per forward pass."""
     device: str = "cpu"
     """torch device."""
+    max_text_tokens: int = 0
+    """Longest chat-template text given to the model, in tokens (the audio counted as its one
+    placeholder token): a longer question is cut in the middle to fit; one whose template alone is
+    longer is not run (NaN with the reason). 0: the model's context (``max_position_embeddings``)
+    less the audio tokens of the longest clip it hears."""
     _model: object = field(init=False, repr=False, default=None)
+    _cut_logged: bool = field(init=False, repr=False, default=False)
     _processor: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -87,6 +107,63 @@ class HFJudgeScorer(JudgeScorer):
         tokenizer.padding_side = "left"  # the last position is every row's next token
         self._token_ids = {t: self._single_token(t) for t in self.answer_tokens}
         self._digest = weights_digest(path)
+        if self.max_text_tokens < 0:
+            raise ValueError(f"judge:{self.backend}: max_text_tokens must be >= 0 (0: the model's context)")
+        self._context = self._context_tokens()
+        self.max_text_tokens = self.max_text_tokens or self._context[0] - self._context[1]
+        if self.max_text_tokens < 1:
+            raise ValueError(f"judge:{self.backend}: the model's context leaves no room for a question")
+        vocab = tokenizer.get_vocab()
+        self._longest_token = max((len(t) for t in vocab), default=1)  # characters, bounds a pre-check
+
+    def _context_tokens(self) -> tuple[int, int]:
+        """(positions the language model reads, audio tokens of the longest clip its feature extractor
+        keeps): Qwen2-Audio's encoder halves the mel frames twice (a stride-2 conv, then pooling)."""
+        config = self._model.config
+        text = getattr(config, "text_config", None) or config
+        positions = getattr(text, "max_position_embeddings", None) or DEFAULT_CONTEXT
+        extractor = getattr(self._processor, "feature_extractor", None)
+        frames = getattr(extractor, "nb_max_frames", 0) or 0
+        audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1 if frames > 2 else 0
+        return int(positions), int(audio)
+
+    def _count(self, text: str) -> int:
+        return len(self._processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def refusal(self, text: str) -> str | None:
+        """Why the chat-template text ``text`` is not run (longer than ``max_text_tokens``), or None.
+
+        A text too long for the longest token to fit is refused without tokenising it all."""
+        limit = self.max_text_tokens
+        positions, audio = self._context
+        context = f"this judge reads at most {limit} (its {positions} positions less {audio} for the audio)"
+        if self.max_text_tokens != positions - audio:
+            context = f"this judge reads at most {limit} (max_text_tokens)"
+        if len(text) > limit * self._longest_token:
+            return f"the question is {len(text)} characters, more than {limit} tokens; {context}"
+        count = self._count(text)
+        if count > limit:
+            return f"the question is {count} tokens in the chat template; {context}"
+        return None
+
+    def fit(self, question: str) -> str:
+        """``question`` with its middle replaced by ``CUT`` so that its chat text fits
+        ``max_text_tokens``: the start and the end kept, about as many tokens each; "" when the
+        template alone leaves no room."""
+        tokenizer = self._processor.tokenizer
+        bound = self.max_text_tokens * self._longest_token  # characters a side: more cannot fit
+        if len(question) > 2 * bound:  # only the middle goes: tokenise no more than can be kept
+            question = question[:bound] + question[-bound:]
+        ids = tokenizer(question, add_special_tokens=False)["input_ids"]
+        keep = min(len(ids), self.max_text_tokens - self._count(self._render(CUT)))
+        while keep > 0:
+            head, tail = keep - keep // 2, keep // 2
+            cut = tokenizer.decode(ids[:head]) + CUT + (tokenizer.decode(ids[-tail:]) if tail else "")
+            excess = self._count(self._render(cut)) - self.max_text_tokens
+            if excess <= 0:
+                return cut
+            keep -= excess  # the pieces tokenise differently where they were cut: try again, shorter
+        return ""
 
     def _single_token(self, text: str) -> int:
         ids = self._processor.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -100,7 +177,23 @@ class HFJudgeScorer(JudgeScorer):
         return {"weights": self._digest}
 
     def chat(self, question: str) -> str:
-        """The model's chat-template text for one audio clip followed by one question."""
+        """The model's chat-template text for one audio clip followed by one question, the question
+        cut in the middle (``fit``) if the text would be longer than ``max_text_tokens``."""
+        text = self._render(question)
+        if self.refusal(text) is None:
+            return text
+        if not self._cut_logged:
+            self._cut_logged = True
+            log.warning(
+                "judge:%s: questions longer than the %d tokens it reads are cut in the middle to fit "
+                "(the first: %d characters)",
+                self.backend,
+                self.max_text_tokens,
+                len(question),
+            )
+        return self._render(self.fit(question))
+
+    def _render(self, question: str) -> str:
         audio_part = {"type": "audio", "audio_url": "clip"}
         conversation = [{"role": "user", "content": [audio_part, {"type": "text", "text": question}]}]
         return self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
@@ -110,9 +203,16 @@ class HFJudgeScorer(JudgeScorer):
 
         Questions are grouped by length (less padding to compute through) and put back in order.
         """
+        texts = [self.chat(q) for q in questions]
+        for i, text in enumerate(texts):
+            if reason := self.refusal(text):
+                raise ValueError(f"judge:{self.backend}: question {i}: {reason}")
+        return self._probs(audio, texts)
+
+    def _probs(self, audio: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
+        """``next_token_probs`` of chat-template texts already checked against ``max_text_tokens``."""
         import torch
 
-        texts = [self.chat(q) for q in questions]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: np.ndarray | None = None
         size = max(1, self.question_batch)
@@ -141,12 +241,17 @@ class HFJudgeScorer(JudgeScorer):
     def answer(
         self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]
     ) -> list[Answer]:
-        probs = self.next_token_probs(audio, questions)
+        texts = [self.chat(q) for q in questions]
+        refused = [self.refusal(text) for text in texts]
+        run = [i for i, reason in enumerate(refused) if reason is None]
+        probs = self._probs([audio[i] for i in run], [texts[i] for i in run])
         decode = self._processor.tokenizer.convert_ids_to_tokens
-        return [
-            Answer({t: float(p[self._token_ids[t]]) for t in tokens}, raw=str(decode(int(p.argmax()))))
-            for p in probs
-        ]
+        answers = [Answer({}, error=f"judge:{self.backend}: {reason}") for reason in refused]
+        for i, p in zip(run, probs):
+            answers[i] = Answer(
+                {t: float(p[self._token_ids[t]]) for t in tokens}, raw=str(decode(int(p.argmax())))
+            )
+        return answers
 
 
 JUDGE_MINI = Path(__file__).resolve().parent.parent / "synth" / "weights" / "judge_mini"

@@ -18,14 +18,18 @@ Replies without logprobs and other HTTP errors (400, 401, 404 ...) are not retri
 would get the same answer.
 
 The API key is read from the environment variable named by ``api_key_env`` at each request and sent
-as ``Authorization: Bearer``; it is never stored on the scorer, never enters its id or repr, and is
-scrubbed from any reply text kept in a failure record. Redirects are not followed (they could carry
-the key elsewhere) and no proxy is used.
+as ``Authorization: Bearer`` (UTF-8); it is never stored on the scorer, never enters its id or repr,
+and is masked in any reply text kept in a failure record or logged — in every encoding a server may
+echo it in (raw, JSON-, URL-, HTML- or backslash-escaped, non-ASCII characters mangled), over the
+whole reply before the kept part is cut from it. Redirects are not followed (they could carry the key
+elsewhere) and no proxy is used.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import html
 import http.client
 import io
 import json
@@ -54,6 +58,8 @@ MAX_RETRY_AFTER = 60.0
 """A server's Retry-After is honoured up to this many seconds."""
 RAW_CHARS = 200
 """How much of a reply a failure record keeps."""
+MAX_REPLY_BYTES = 16 << 20
+"""Most of a reply body read (a first-token reply is kilobytes); a longer one reads as malformed."""
 _MARKERS = re.compile(r"^[\sĠ▁]+")
 
 
@@ -237,6 +243,9 @@ class HTTPJudgeScorer(JudgeScorer):
         for attempt in range(1, attempts + 1):
             key = os.environ.get(self.api_key_env) or None
             retry_after, raw = None, b""
+            if key and not key.isprintable():  # http.client would put the key in its error message
+                why, retry = f"the API key in ${self.api_key_env} holds a control character; not sent", False
+                break
             try:
                 status, headers, raw = self._post(body, key)
             except TimeoutError:
@@ -246,7 +255,9 @@ class HTTPJudgeScorer(JudgeScorer):
             else:
                 if status == 200:
                     try:
-                        return read_reply(raw, tokens)
+                        answer = read_reply(raw, tokens)
+                        answer.raw = _scrub(answer.raw, key)
+                        return answer
                     except ReplyError as exc:
                         why, retry = str(exc), exc.retry
                 else:
@@ -264,7 +275,7 @@ class HTTPJudgeScorer(JudgeScorer):
                 attempts,
             )
             time.sleep(delay)
-        text = _scrub(raw[:RAW_CHARS].decode("utf-8", "replace"), key)
+        text = _scrub(raw.decode("utf-8", "replace"), key, keep=RAW_CHARS)
         plural = "s" if attempt > 1 else ""
         error = f"judge:http: {_scrub(why, key)}, after {attempt} attempt{plural}"
         return Answer({}, raw=text, error=error + (f" (reply: {text!r})" if text else ""))
@@ -275,17 +286,76 @@ class HTTPJudgeScorer(JudgeScorer):
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = cls(parts.hostname, parts.port, timeout=self.timeout)
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if key:  # bytes: any key, as UTF-8 (a str header must be latin-1)
+            headers["Authorization"] = b"Bearer " + key.encode("utf-8")  # type: ignore[assignment]
         try:
             conn.request("POST", self._path, body=body, headers=headers)
             response = conn.getresponse()
-            data = response.read()
+            data = response.read(MAX_REPLY_BYTES)
             return response.status, {k.lower(): v for k, v in response.getheaders()}, data
         finally:
             conn.close()
 
 
-def _scrub(text: str, key: str | None) -> str:
-    """``text`` with the API key masked, should a server echo it back."""
-    return text.replace(key, "***") if key else text
+def char_forms(c: str) -> set[str]:
+    """The ways a server may write the character ``c`` of a key back: itself; JSON-escaped (``\\"``,
+    ``\\uXXXX``, surrogate pairs); URL-encoded (``%XX`` per UTF-8 byte, ``+`` for a space);
+    HTML-escaped (named, decimal, hex); as a Python/ASCII escape (``\\xHH``, ``\\uXXXX``,
+    ``\\UXXXXXXXX``); its UTF-8 bytes read as latin-1, or replaced (U+FFFD, ``?``) by a wrong
+    decoding; and each of those JSON-escaped once more (an escaped key inside a JSON string)."""
+    code = ord(c)
+    utf8 = c.encode("utf-8", "surrogatepass")
+    utf16 = c.encode("utf-16-be", "surrogatepass")
+    forms = {
+        c,
+        json.dumps(c)[1:-1],
+        "".join(f"\\u{utf16[i]:02x}{utf16[i + 1]:02x}" for i in range(0, len(utf16), 2)),
+        "".join(f"%{b:02X}" for b in utf8),
+        html.escape(c),
+        f"&#{code};",
+        f"&#x{code:x};",
+        ascii(c)[1:-1],
+        c.encode("unicode_escape").decode("ascii"),
+        f"\\U{code:08x}",
+    }
+    if c in "\"'/\\":
+        forms.add("\\" + c)
+    if c == " ":
+        forms.add("+")
+    if c == "'":
+        forms.add("&apos;")
+    if not c.isascii():
+        forms |= {utf8.decode("latin-1"), *("\ufffd" * n for n in range(1, len(utf8) + 1)), "?"}
+    return forms | {json.dumps(f)[1:-1] for f in forms}
+
+
+@functools.lru_cache(maxsize=4)
+def _key_pattern(key: str) -> tuple[re.Pattern[str], int]:
+    """The key with each character in any of its ``char_forms`` (so a server escaping some characters
+    and not others is matched too), letters in any case (``%2f`` for ``%2F``); and the longest text
+    it matches."""
+    chars, longest = [], 0
+    for c in key:
+        forms = sorted(char_forms(c), key=len, reverse=True)
+        chars.append("(?:" + "|".join(re.escape(f) for f in forms) + ")")
+        longest += len(forms[0])
+    return re.compile("".join(chars), re.IGNORECASE), longest
+
+
+def _scrub(text: str, key: str | None, keep: int | None = None) -> str:
+    """``text`` with the API key masked in any form a server may echo it in (``char_forms``); with
+    ``keep``, only its first ``keep`` characters, a key that starts among them masked whole (cutting
+    first would leave the start of a key that straddles the cut unrecognisable, and kept)."""
+    if not key:
+        return text[:keep]
+    pattern, longest = _key_pattern(key)
+    if keep is None:
+        return pattern.sub("***", text)
+    out, pos = [], 0
+    for match in pattern.finditer(text, 0, keep + longest):
+        if match.start() >= keep:
+            break
+        out += [text[pos : match.start()], "***"]
+        pos = match.end()
+    out.append(text[pos:keep])
+    return "".join(out)
