@@ -333,3 +333,39 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert cli(*args).exit_code == 0
+
+
+def test_a_read_only_run_folder_is_read_and_refused_for_writing_losing_nothing(tmp_path):
+    import subprocess
+
+    import pytest
+
+    from ttaeval.store import StorageError
+
+    suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(6)])
+    args = ["run", "--suite", suite, "--system", "a=synth,answer=random", "--system", "ref=synth"]
+    args += ["--reference", "ref", "--scorer", "signal", "--scorer", "embed:mini", "--quiet"]
+    run_dir = tmp_path / "run"
+    assert cli(*args, "--limit", "4", "--out", run_dir).exit_code == 1  # ref fails: not synthetic prompts
+    with RunStore(run_dir, read_only=True) as store:  # a reader that cannot write
+        assert len(store.clips()) == 8
+        with pytest.raises(StorageError, match="readonly"):
+            store.forget_clips("a")
+    board = cli("leaderboard", run_dir)  # the reference's clips all failed: counted, not an error
+    assert board.exit_code == 0 and "| ref | 4 | 4 |" in board.stdout and "KAD" in board.stdout
+    mounted = subprocess.run(["mount", "--bind", str(run_dir), str(run_dir)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here ({mounted.stderr.decode().strip()}); the rest needs it")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(run_dir)], check=True)
+        before = (run_dir / "run.sqlite").read_bytes()
+        assert cli("leaderboard", run_dir).exit_code == 0
+        assert cli("export", run_dir).exit_code == 0
+        assert cli("report", run_dir, "--out", tmp_path / "report").exit_code == 0
+        refused = cli(*args, "--out", run_dir)
+        assert refused.exit_code == 3 and "Read-only file system" in refused.output
+        assert (run_dir / "run.sqlite").read_bytes() == before
+    finally:
+        subprocess.run(["umount", str(run_dir)], check=True)
+    assert cli(*args, "--out", run_dir).exit_code == 1  # resumed where it was: 2 prompts more
+    assert len(_export(run_dir)) == 12

@@ -87,7 +87,7 @@ def _usage_error(message: str) -> typer.Exit:
 def _open_existing(run_dir: Path) -> RunStore:
     if not (run_dir / STORE_NAME).exists():
         raise _usage_error(f"{run_dir} is not a run directory (no {STORE_NAME})")
-    return RunStore(run_dir)
+    return RunStore(run_dir, read_only=True)
 
 
 @app.command()

@@ -376,15 +376,23 @@ def evaluate_set_metrics(
         for group in sorted(set(clips["group"])):
             in_group = arts[arts["group"] == group]
             ref = in_group[in_group["system"] == reference] if reference else None
+            ref_clips = int(((clips["system"] == reference) & (clips["group"] == group)).sum())
+            no_value = False
             if in_group.empty:  # nothing to compare: each system's row says how many clips failed
                 ref = None
+            elif ref is not None and len(ref) < 2 <= ref_clips:  # the reference's clips failed
+                warnings.warn(
+                    f"{spec}: no value: {ref_clips - len(ref)} of the reference's {ref_clips} clips failed",
+                    stacklevel=2,
+                )
+                no_value = True
             elif ref is not None and by and len(ref) < 2:  # a group the reference does not cover
                 warnings.warn(
                     f"{spec}: left out for {by} = {group}: the reference has {len(ref)} clip(s) there",
                     stacklevel=2,
                 )
                 continue
-            if ref is not None:
+            if ref is not None and not no_value:
                 _check_set(
                     ref, f"{spec}: the reference {reference!r}" + (f" in group {group!r}" if by else ""), 2
                 )
@@ -392,6 +400,10 @@ def evaluate_set_metrics(
                 part = in_group[in_group["system"] == system]
                 n_clips = int(((clips["system"] == system) & (clips["group"] == group)).sum())
                 if n_clips == 0:
+                    continue
+                if no_value:  # the system's own clips are fine: only its failures are counted
+                    row = _row(spec, metric, label, system, group, part.iloc[:0], None, n_clips, by)
+                    rows.append({**row, "n_failed": n_clips - len(part)})
                     continue
                 rows.append(_row(spec, metric, label, system, group, part, ref, n_clips, by))
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -97,7 +97,7 @@ def write_report(
     out = Path(out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    with RunStore(run_dir) as store:
+    with RunStore(run_dir, read_only=True) as store:
         runs = store.runs()
         config = runs[-1]["config"] if runs else {}
         reference = reference or config.get("reference")

@@ -228,28 +228,45 @@ def prompt_key_for(scorer: ScorerInfo, prompt: Prompt | None) -> str:
 class RunStore:
     """A run directory's SQLite store. Use as a context manager, or call ``close``."""
 
-    def __init__(self, run_dir: str | Path, *, check: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, *, check: bool = True, read_only: bool = False) -> None:
         """Open (or create) the store of ``run_dir``; with ``check``, SQLite's quick integrity check
-        runs first, so a damaged store is refused rather than half-read."""
+        runs first, so a damaged store is refused rather than half-read. ``read_only`` opens an
+        existing store without writing anything (a run folder on a read-only share is readable)."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / STORE_NAME
+        if not read_only:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, factory=_Connection)
+            if read_only:  # ``immutable`` where not even WAL's shared-memory file may be made
+                mode = "ro" if os.access(self.run_dir, os.W_OK) else "ro&immutable=1"
+                uri = f"{self.path.resolve().as_uri()}?mode={mode}"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, factory=_Connection)
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=60, factory=_Connection)
         except sqlite3.Error as exc:
             raise _storage_error(self.path, exc) from exc
         self._db.store_path = self.path
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._open(check, read_only)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, check: bool, read_only: bool) -> None:
+        if not read_only:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
+        if row is None and not read_only:
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
+        elif row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path}: schema {row[0]} is newer than this ttaeval ({SCHEMA_VERSION}): upgrade ttaeval"
             )
-        elif int(row[0]) < SCHEMA_VERSION:
+        elif row is None or int(row[0]) < SCHEMA_VERSION:
+            if read_only:
+                raise StorageError(f"{self.path}: an older schema: open it once where it can be written")
             self._migrate(int(row[0]))
         if check:
             problems = self.integrity_problems(quick=True)
