@@ -30,36 +30,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from test_judge import save_tiny_qwen2_audio
+import test_judge_http as shared
 
 from ttaeval import Clip, Prompt, get_scorer
 from ttaeval.judge import server as judge_server
 from ttaeval.judge.server import JudgeEngine, JudgeHTTPServer
 
-SERVED = "tiny-qwen2-audio"
+SERVED = shared.SERVED
+folder, engine, server = shared.folder, shared.engine, shared.server  # the same module-scoped fixtures
 KEY = "sk-hardening-5d1e0b7a"
 WAIT = 30.0  # seconds: generous bound for anything that should take milliseconds
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    path = tmp_path_factory.mktemp("judge_hardening")
-    save_tiny_qwen2_audio(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def engine(folder):
-    engine = JudgeEngine(folder)
-    yield engine
-    engine.close()
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    server = JudgeHTTPServer(engine, served_name=SERVED, port=0).start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")
