@@ -85,10 +85,10 @@ def _board_csv(run: Path) -> str:
 
 
 def _rows(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
+    try:  # read-only: the poll never creates the file, and a store being set up reads as empty
+        with sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1) as con:
             return con.execute("SELECT count(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:
+    except sqlite3.DatabaseError:
         return 0
 
 

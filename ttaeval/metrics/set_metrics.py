@@ -380,18 +380,18 @@ def evaluate_set_metrics(
             no_value = False
             if in_group.empty:  # nothing to compare: each system's row says how many clips failed
                 ref = None
-            elif ref is not None and len(ref) < 2 <= ref_clips:  # the reference's clips failed
-                warnings.warn(
-                    f"{spec}: no value: {ref_clips - len(ref)} of the reference's {ref_clips} clips failed",
-                    stacklevel=2,
-                )
-                no_value = True
             elif ref is not None and by and len(ref) < 2:  # a group the reference does not cover
                 warnings.warn(
                     f"{spec}: left out for {by} = {group}: the reference has {len(ref)} clip(s) there",
                     stacklevel=2,
                 )
                 continue
+            elif ref is not None and len(ref) < 2 <= ref_clips:  # the reference's clips failed
+                warnings.warn(
+                    f"{spec}: no value: {ref_clips - len(ref)} of the reference's {ref_clips} clips failed",
+                    stacklevel=2,
+                )
+                no_value = True
             if ref is not None and not no_value:
                 _check_set(
                     ref, f"{spec}: the reference {reference!r}" + (f" in group {group!r}" if by else ""), 2
