@@ -286,7 +286,7 @@ def _wait_for_rows(db: Path, n: int, proc: subprocess.Popen, timeout: float = 12
                 with sqlite3.connect(db, timeout=1) as con:
                     if con.execute("SELECT count(*) FROM clips").fetchone()[0] >= n:
                         return True
-            except sqlite3.OperationalError:
+            except sqlite3.DatabaseError:  # a store being set up
                 pass
         time.sleep(0.05)
     return proc.poll() is None
