@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ttaeval.exits import USAGE as USAGE_ERROR
-from ttaeval.exits import ExitCodeGroup, classify
+from ttaeval.exits import ExitCodeGroup, failure
 from ttaeval.io.audio import TruncatedAudioWarning, ValidationConfig
 from ttaeval.io.folder import collect_folder, printable
 from ttaeval.io.prompts import PromptError, load_prompts
@@ -74,9 +74,7 @@ def _say(label: str, text: str) -> None:
 
 def _failure(exc: BaseException) -> typer.Exit:
     """The exit (code and one line) the contract gives ``exc`` (``ttaeval.exits``)."""
-    code, message = classify(exc)
-    _say("[red]error:[/red]" if code == USAGE_ERROR else "[red]failed:[/red]", message)
-    return typer.Exit(code)
+    return failure(exc, console)
 
 
 def _usage_error(message: str) -> typer.Exit:

@@ -18,7 +18,6 @@ Ctrl-C exits with 130. No traceback is printed unless ``--debug`` is given (or `
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pickle
 import sqlite3
@@ -55,7 +54,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, RecursionError):
         return USAGE, "input nested too deeply to read (a JSON or TOML file?)"
     if isinstance(exc, StoreError | OSError | ValueError | KeyError | TypeError | ImportError
-                   | json.JSONDecodeError | pickle.UnpicklingError | zipfile.BadZipFile):  # fmt: skip
+                   | pickle.UnpicklingError | zipfile.BadZipFile):  # fmt: skip
         return USAGE, text
     if type(exc).__name__ == "SafetensorError":
         return USAGE, f"not a readable safetensors file: {text}"
@@ -79,11 +78,16 @@ class ExitCodeGroup(TyperGroup):
             Console(stderr=True).print("interrupted: what was committed is kept; run again to resume")
             raise typer.Exit(INTERRUPTED) from None
         except Exception as exc:
-            code, message = classify(exc)
-            console = Console(stderr=True)
             if debugging() or (ctx.params or {}).get("debug"):
-                console.print(traceback.format_exc(), markup=False, highlight=False)
-            label = "[red]error:[/red]" if code == USAGE else "[red]failed:[/red]"
-            printable = message.encode("utf-8", "backslashreplace").decode("utf-8")
-            console.print(f"{label} {escape(printable)}", highlight=False)
-            raise typer.Exit(code) from None
+                Console(stderr=True).print(traceback.format_exc(), markup=False, highlight=False)
+            raise failure(exc) from None
+
+
+def failure(exc: BaseException, console: Console | None = None) -> typer.Exit:
+    """Print the one line the contract gives ``exc`` and return the exit with its code."""
+    from ttaeval.io.folder import printable
+
+    code, message = classify(exc)
+    label = "[red]error:[/red]" if code == USAGE else "[red]failed:[/red]"
+    (console or Console(stderr=True)).print(f"{label} {escape(printable(message))}", highlight=False)
+    return typer.Exit(code)

@@ -9,7 +9,7 @@ A question whose chat-template text is longer than the model's context (``max_te
 in the middle to fit, its start and its end (where the templates put the instruction) kept, as the
 CLAP scorers cut their texts at 77 tokens; one that cannot fit even so is not run (NaN with the
 reason). Attention memory grows with the square of the length, so running a long question as it is
-could ask for any amount (a 100k-character caption made judge-mini allocate 55 GB).
+could ask for any amount of memory.
 """
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ UNDERFLOW_LOGPROB = -9999.0
 @dataclass(frozen=True)
 class ServerLimits:
     """What one request may ask of the server, checked before the work is done (413: too large, 400:
-    out of range). A 0.5 MB WAV claiming 1 Hz would otherwise be resampled to 16 kHz as 12.8 GB, and a
-    100k-character prompt made judge-mini allocate 55 GB."""
+    out of range): a small WAV claiming a very low rate would be resampled to 16 kHz without bound,
+    and a very long prompt would grow the judge's attention memory without bound."""
 
     max_body_bytes: int = MAX_BODY
     """Largest request body (Content-Length), in bytes."""
@@ -706,8 +706,8 @@ def serve(
 
     Served from the main thread (``ttaeval judge serve``), the process is expected to end soon after:
     its interpreter then skips the cyclic garbage collection of its teardown (``gc.freeze`` at exit).
-    That walk over torch's and transformers' objects was all the time Ctrl-C took (1.2 CPU s; tens
-    of seconds on a loaded machine), and the memory is returned to the system at exit anyway.
+    That walk over torch's and transformers' objects is what makes Ctrl-C slow, and the memory is
+    returned to the system at exit anyway.
     """
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None

@@ -97,43 +97,32 @@ def _storage_error(path: Path, exc: sqlite3.Error) -> StorageError:
 
 
 class _Cursor(sqlite3.Cursor):
-    """A cursor whose SQLite errors name the store (pandas reads through cursors)."""
+    """A cursor whose SQLite errors name the store (pandas reads through cursors; pages are read as
+    rows are fetched, so fetching is guarded as well as executing)."""
+
+    def _guarded(self, call: Any, *args: Any) -> Any:
+        try:
+            return call(*args)
+        except sqlite3.Error as exc:
+            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
 
     def execute(self, *args: Any) -> sqlite3.Cursor:
-        try:
-            return super().execute(*args)
-        except sqlite3.Error as exc:
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().execute, *args)
 
     def executemany(self, *args: Any) -> sqlite3.Cursor:
-        try:
-            return super().executemany(*args)
-        except sqlite3.Error as exc:
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().executemany, *args)
 
     def fetchone(self) -> Any:
-        try:
-            return super().fetchone()
-        except sqlite3.Error as exc:  # pages are read as rows are fetched
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().fetchone)
 
     def fetchmany(self, *args: Any) -> list[Any]:
-        try:
-            return super().fetchmany(*args)
-        except sqlite3.Error as exc:
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().fetchmany, *args)
 
     def fetchall(self) -> list[Any]:
-        try:
-            return super().fetchall()
-        except sqlite3.Error as exc:
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().fetchall)
 
     def __next__(self) -> Any:
-        try:
-            return super().__next__()
-        except sqlite3.Error as exc:
-            raise _storage_error(self.connection.store_path, exc) from exc  # type: ignore[attr-defined]
+        return self._guarded(super().__next__)
 
 
 class _Connection(sqlite3.Connection):
