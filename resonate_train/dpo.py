@@ -24,8 +24,10 @@ import torch
 from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import flow_dpo_loss
 from resonate_train.rewards import Rewards
+from resonate_train.sampling import in_precision
 from resonate_train.system import ResonateSystem
 from resonate_train.training_state import LOG_NAME, load_state, lock_run, save_state
+from ttaeval.devices import setup_process
 
 
 @dataclass
@@ -65,8 +67,18 @@ class DPOConfig:
     """Seed: pairs and batches come from (seed, step)."""
     checkpoint_every: int = 50
     """Steps between checkpoints (and at the end)."""
+    device: str = "auto"
+    """Where the policy, the reference, pair sampling and the reward scorer (when its spec sets no
+    device) compute: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``."""
+    dtype: str = "float32"
+    """Precision of the network's forward passes: ``bfloat16`` runs them under autocast; weights,
+    optimiser state and losses stay float32."""
 
     def __post_init__(self) -> None:
+        from ttaeval.devices import check_device_name, resolve_dtype
+
+        check_device_name(self.device)
+        resolve_dtype(self.dtype)
         if self.online_every and self.checkpoint_every % self.online_every:
             raise ValueError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of online_every "
@@ -91,11 +103,13 @@ class DPOTrainer:
         from ttaeval.io.prompts import load_prompts
 
         self.cfg, self.out, self.log = cfg, Path(out), log
-        self.system = ResonateSystem.load(cfg.base)
+        self.device = setup_process(cfg.device).device  # before any model is built
+        self.system = ResonateSystem.load(cfg.base, str(self.device))
+        self.system.dtype = cfg.dtype  # pair sampling
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
-        self.reward = Rewards([cfg.reward])
+        self.reward = Rewards([cfg.reward], device=str(self.device))
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr)
         self.lock = lock_run(self.out)  # before reading the checkpoint
         self.step = load_state(self.out, self.policy, self.opt)
@@ -148,8 +162,10 @@ class DPOTrainer:
         return Pairs(torch.stack(win), torch.stack(lose), texts, torch.tensor(margin))
 
     def _errors(self, net: torch.nn.Module, x0: torch.Tensor, noise, t, feats, pooled) -> torch.Tensor:
+        """Per-pair velocity MSE (the network's pass in ``dtype``, the error in float32)."""
         x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-        return ((net(x_t, t, feats, pooled) - (noise - x0)) ** 2).flatten(1).mean(1)
+        v = in_precision(net, self.cfg.dtype)(x_t, t, feats, pooled)
+        return ((v - (noise - x0)) ** 2).flatten(1).mean(1)
 
     def train_step(self) -> dict:
         cfg, start = self.cfg, time.perf_counter()
@@ -160,8 +176,9 @@ class DPOTrainer:
         idx = torch.from_numpy(rng.integers(len(self.pairs.texts), size=cfg.batch_size))
         win, lose = self.pairs.winners[idx], self.pairs.losers[idx]
         feats, pooled = self.system.text_encoder.encode([self.pairs.texts[i] for i in idx])
-        t = torch.rand(len(idx), generator=gen)
-        noise = torch.randn(win.shape, generator=gen)  # shared by winner and loser
+        feats, pooled = feats.to(self.device), pooled.to(self.device)
+        t = torch.rand(len(idx), generator=gen).to(self.device)
+        noise = torch.randn(win.shape, generator=gen).to(self.device)  # shared by winner and loser
         self.policy.train()
         err_w = self._errors(self.policy, win, noise, t, feats, pooled)
         err_l = self._errors(self.policy, lose, noise, t, feats, pooled)

@@ -28,7 +28,11 @@ class ResonateGenerator(Generator):
     """The checkpoint folder (config.json + model.safetensors), or a folder laid out like the Resonate
     release (``resonate_train.model.official``); default: the shipped resonate-mini."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: ``cpu``, ``cuda``, ``cuda:1``, or ``auto`` (the GPU when there is one); under
+    torchrun a CUDA device is the rank's own (``ttaeval.devices.resolve_device``)."""
+    dtype: str = "float32"
+    """Precision of the network's forward passes: ``bfloat16`` samples under autocast (float32
+    weights); the clips differ from float32's in the last bits, so it is part of the identity."""
     batch_size: int = 16
     """Prompts per sampling call. Each clip's noise comes from its own seed whatever the batch, but
     batched matmuls may round differently next to other prompts (ttaeval run keeps batches fixed)."""
@@ -38,7 +42,9 @@ class ResonateGenerator(Generator):
 
     def __post_init__(self) -> None:
         from resonate_train.model.official import is_release_folder, release_files
+        from ttaeval.devices import resolve_dtype
 
+        resolve_dtype(self.dtype)  # a bad name fails when the run is planned
         self.path = Path(self.path)
         if is_release_folder(self.path) and not (self.path / CONFIG_NAME).is_file():
             self._files = list(release_files(self.path).values())  # every file there, before generating
@@ -61,11 +67,20 @@ class ResonateGenerator(Generator):
             else:
                 self.__dict__["_digest"] = "+".join(weights_digest(f) for f in self._files)
         ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
+        if self.dtype == "float32":  # the identity of runs stored before the field existed
+            ident.pop("dtype")
         return {**ident, "checkpoint": self.__dict__["_digest"]}
+
+    def load(self) -> None:
+        self._loaded()
 
     def _loaded(self) -> ResonateSystem:
         if self._system is None:
+            from ttaeval.devices import resolve_device
+
+            self.device = str(resolve_device(self.device))
             self._system = ResonateSystem.load(self.path, self.device)
+            self._system.dtype = self.dtype
         return self._system
 
     def resolve(self, settings: GenerationSettings) -> dict[str, Any]:

@@ -32,11 +32,11 @@ import torch
 from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import group_advantages, grpo_loss
 from resonate_train.rewards import RewardProcess, Rewards
-from resonate_train.sampling import guided, kl_to_reference, sde_step, timesteps
+from resonate_train.sampling import guided, in_precision, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME, load_state, lock_run, save_state
+from ttaeval.devices import setup_process
 from ttaeval.metrics.stats import PairedDifference, paired_difference, per_prompt_means
-from ttaeval.runner import dist_env
 
 EVAL_SET_SEED = 0xE7A1
 """Draws the evaluation prompts and noise: fixed, so runs with different seeds share them."""
@@ -120,6 +120,20 @@ class GRPOConfig:
     """Prompts in the evaluation set (drawn once from ``prompts``, the same for every seed)."""
     eval_samples: int = 2
     """Clips per evaluation prompt (SDE sampler as in rollouts, fixed noise)."""
+    device: str = "auto"
+    """Where the policy, the reference and sampling compute: ``auto`` (the GPU when there is one),
+    ``cpu``, ``cuda``. Under torchrun each rank takes ``cuda:LOCAL_RANK`` (NCCL between them). Reward
+    scorers whose spec sets no device compute there too. Noise is drawn on the CPU from each clip's
+    seed, so a clip's noise is the same on every device."""
+    dtype: str = "float32"
+    """Precision of the network's forward passes: ``bfloat16`` runs them under autocast (paper-scale
+    models on GPUs); weights, optimiser state, log-probs, KL and losses stay float32."""
+
+    def __post_init__(self) -> None:
+        from ttaeval.devices import check_device_name, resolve_dtype
+
+        check_device_name(self.device)
+        resolve_dtype(self.dtype)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> GRPOConfig:
@@ -141,7 +155,8 @@ class Rollout:
 
 
 class GRPOTrainer:
-    """Online GRPO on one process or data parallel under ``torchrun`` (gloo on CPU, NCCL on GPU).
+    """Online GRPO on one process or data parallel under ``torchrun`` (gloo on CPU, NCCL on GPU; each
+    rank bound to its own GPU by ``ttaeval.devices.setup_process``, as ``ttaeval run`` is).
 
     With N processes every one draws the same step plan (prompts and one noise seed per clip) and
     samples and scores its own slice of each rollout batch; the rewards are gathered so every
@@ -152,15 +167,16 @@ class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig, out: str | Path, log=print) -> None:
         from ttaeval.io.prompts import load_prompts
 
-        self.rank, self.world = _init_distributed()
+        proc = setup_process(cfg.device)  # before any model: rank R computes on cuda:LOCAL_RANK
+        self.rank, self.world, self.device = proc.rank, proc.world, proc.device
         self.cfg, self.out = cfg, Path(out)
         self.log = log if self.rank == 0 else (lambda _msg: None)
-        self.system = ResonateSystem.load(cfg.base)
+        self.system = ResonateSystem.load(cfg.base, str(self.device))
         self.policy = self.system.network
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
         rewards = RewardProcess if cfg.reward_process else Rewards
-        self.rewards = rewards(cfg.rewards, workers=cfg.reward_workers)
+        self.rewards = rewards(cfg.rewards, workers=cfg.reward_workers, device=str(self.device))
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint
@@ -174,18 +190,18 @@ class GRPOTrainer:
     def rollout(self, prompt_idx: list[int], seeds: list[int]) -> Rollout:
         """SDE trajectories; clip i's starting noise and every step's noise come from ``seeds[i]``
         alone, so a clip is the same whichever batch or process samples it."""
-        cfg, net = self.cfg, self.policy
+        cfg, net, dev = self.cfg, self.policy, self.device
         cond, uncond = self.system.conditions([self.prompts[i].text for i in prompt_idx])
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         shape = (self.system.codec.frames(self.duration), net.config.latent_dim)
-        x = torch.stack([torch.randn(shape, generator=g) for g in gens])
+        x = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(dev)
         ts = timesteps(cfg.rollout_steps).tolist()
         xs, logps = [x], []
-        velocity = guided(net, cond, uncond, cfg.guidance)
+        velocity = guided(in_precision(net, cfg.dtype), cond, uncond, cfg.guidance)
         for t, t_next in itertools.pairwise(ts):
-            noise = torch.stack([torch.randn(shape, generator=g) for g in gens])
+            noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(dev)
             step = sde_step(
-                x, velocity(x, torch.full((len(x),), t)), t, t_next,
+                x, velocity(x, torch.full((len(x),), t, device=dev)), t, t_next,
                 a=cfg.noise_level, t_first_next=ts[1], noise=noise,
             )  # fmt: skip
             x = step.x_next
@@ -303,8 +319,10 @@ class GRPOTrainer:
             _all_reduce_grads(self.policy, self.world)
             norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)))
             self.opt.step()
-        if self.world > 1:
+        if self.world > 1:  # on the device: NCCL reduces GPU tensors only
+            sums = sums.to(self.device)
             torch.distributed.all_reduce(sums)
+            sums = sums.cpu()
         means = (sums / len(batches)).tolist()
         return {**dict(zip(names, means)), "grad_norm": float(np.mean(norms))}
 
@@ -315,13 +333,14 @@ class GRPOTrainer:
         returns the share-weighted step means of the logged quantities."""
         cfg = self.cfg
         cond, uncond = self.system.conditions([self.prompts[int(i)].text for i in ro.prompt_index])
-        v_pol = guided(self.policy, cond, uncond, cfg.guidance)
-        v_ref = guided(self.reference, cond, uncond, cfg.guidance)
+        v_pol = guided(in_precision(self.policy, cfg.dtype), cond, uncond, cfg.guidance)
+        v_ref = guided(in_precision(self.reference, cfg.dtype), cond, uncond, cfg.guidance)
+        adv = adv.to(self.device)
         k_steps = len(ro.times) - 1
         sums = torch.zeros(len(names), dtype=torch.float64)
         for k in range(k_steps):
             t, t_next, x, x_next = ro.times[k], ro.times[k + 1], ro.xs[k], ro.xs[k + 1]
-            tt = torch.full((len(x),), t)
+            tt = torch.full((len(x),), t, device=x.device)
             kw = {"a": cfg.noise_level, "t_first_next": ro.times[1], "x_next": x_next}
             now = sde_step(x, v_pol(x, tt), t, t_next, **kw)
             kl = None
@@ -405,14 +424,6 @@ class _Logs:
     def write(self, name: str, record: dict) -> None:
         with (self.out / name).open("a") as f:
             f.write(json.dumps(record) + "\n")
-
-
-def _init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when run under torchrun with more than one process."""
-    rank, world = dist_env()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return rank, world
 
 
 def _barrier(world: int) -> None:

@@ -24,7 +24,9 @@ from resonate_train.model import FluxAudioConfig, fluxaudio_mini
 from resonate_train.model.codec import MelCodec
 from resonate_train.model.fluxaudio import MINI_CONFIG
 from resonate_train.model.text import ClapMiniTextEncoder
+from resonate_train.sampling import in_precision
 from resonate_train.system import ResonateSystem, SamplingDefaults
+from ttaeval.devices import setup_process
 
 
 @dataclass
@@ -56,6 +58,18 @@ class PretrainConfig:
     """Processes rendering scenes."""
     log_every: int = 50
     """Steps between log lines."""
+    device: str = "auto"
+    """Where the network trains: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``. Scenes,
+    captions, initialisation and batches are drawn on the CPU, so only the arithmetic moves."""
+    dtype: str = "float32"
+    """Precision of the forward passes: ``bfloat16`` runs them under autocast (weights, EMA,
+    optimiser state and the loss stay float32)."""
+
+    def __post_init__(self) -> None:
+        from ttaeval.devices import check_device_name, resolve_dtype
+
+        check_device_name(self.device)
+        resolve_dtype(self.dtype)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> PretrainConfig:
@@ -90,12 +104,15 @@ def flow_matching_loss(
     feats: torch.Tensor,
     pooled: torch.Tensor,
     generator: torch.Generator,
+    dtype: str = "float32",
 ) -> torch.Tensor:
-    """MSE between the predicted and the true velocity (noise - x0) at a uniform random t."""
-    t = torch.rand(x0.shape[0], generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    """MSE between the predicted and the true velocity (noise - x0) at a uniform random t; ``t`` and
+    the noise come from the (CPU) ``generator`` whatever the device, the network's pass runs in
+    ``dtype`` and the loss in float32."""
+    t = torch.rand(x0.shape[0], generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
-    return torch.nn.functional.mse_loss(network(x_t, t, feats, pooled), noise - x0)
+    return torch.nn.functional.mse_loss(in_precision(network, dtype)(x_t, t, feats, pooled), noise - x0)
 
 
 def pretrain(
@@ -103,6 +120,7 @@ def pretrain(
 ) -> Path:
     """Train and save the checkpoint folder ``out``; writes ``train_log.jsonl`` beside it."""
     start = time.perf_counter()
+    device = setup_process(cfg.device).device  # before any model is built
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     codec, text = MelCodec(), ClapMiniTextEncoder()
@@ -114,6 +132,7 @@ def pretrain(
     network.latent_std.copy_(latents.std(dim=(0, 1), keepdim=True).clamp(min=1e-3))
     data = network.normalize(latents)
     log(f"data: {len(data)} clips {tuple(data.shape[1:])} in {time.perf_counter() - start:.0f} s")
+    network.to(device)
     ema = {k: v.detach().clone() for k, v in network.state_dict().items()}
     opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -133,8 +152,9 @@ def pretrain(
             which = torch.randint(cfg.captions_per_scene, (cfg.batch_size,), generator=gen)
             f, p = feats[idx, which].clone(), pooled[idx, which].clone()
             drop = torch.rand(cfg.batch_size, generator=gen) < cfg.cond_dropout
-            f[drop], p[drop] = empty_f[0], empty_c[0]
-            loss = flow_matching_loss(network, data[idx], f, p, gen)
+            f[drop], p[drop] = empty_f[0].cpu(), empty_c[0].cpu()
+            f, p = f.to(device), p.to(device)
+            loss = flow_matching_loss(network, data[idx].to(device), f, p, gen, cfg.dtype)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

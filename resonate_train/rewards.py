@@ -33,10 +33,13 @@ class RewardTerm:
     weight: float
 
     @classmethod
-    def parse(cls, spec: str) -> RewardTerm:
+    def parse(cls, spec: str, device: str | None = None) -> RewardTerm:
+        """A term from its spec; a scorer whose spec sets no device computes on ``device``."""
+        from ttaeval.protocols import device_options
+
         head, _at, weight = spec.rpartition("@") if "@" in spec else (spec, "", "1.0")
         head, hash_, metric = head.partition("#")
-        scorer = get_scorer(head)
+        scorer = get_scorer(head, **device_options(head, device))
         names = [m.name for m in scorer.metrics]
         metric = metric if hash_ else names[0]
         if metric not in names:
@@ -53,13 +56,14 @@ class RewardTerm:
 class Rewards:
     """Score generated audio with one or more weighted scorer metrics; can run in the background."""
 
-    def __init__(self, specs: Sequence[str], workers: int = 1) -> None:
-        """``workers``: batches ``submit`` scores at once (in order of submission when 1)."""
+    def __init__(self, specs: Sequence[str], workers: int = 1, device: str | None = None) -> None:
+        """``workers``: batches ``submit`` scores at once (in order of submission when 1);
+        ``device``: where scorers whose spec sets none compute (the trainer's device)."""
         if not specs:
             raise ValueError("give at least one reward (e.g. clap:mini@1.0)")
         if workers < 1:
             raise ValueError(f"reward workers must be >= 1, got {workers}")
-        self.terms = [RewardTerm.parse(s) for s in specs]
+        self.terms = [RewardTerm.parse(s, device) for s in specs]
         self._pool = ThreadPoolExecutor(max_workers=workers)
 
     def __call__(
@@ -91,11 +95,11 @@ class RewardProcess:
     hanging the trainer.
     """
 
-    def __init__(self, specs: Sequence[str], workers: int = 1) -> None:
+    def __init__(self, specs: Sequence[str], workers: int = 1, device: str | None = None) -> None:
         context = multiprocessing.get_context("spawn")  # a fork would copy the trainer's threads' locks
         self._conn, child = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(child, list(specs), workers), name="rewards", daemon=True
+            target=_serve, args=(child, list(specs), workers, device), name="rewards", daemon=True
         )
         self._process.start()
         child.close()
@@ -144,11 +148,11 @@ class RewardProcess:
         self._finalizer()
 
 
-def _serve(conn, specs: list[str], workers: int) -> None:
+def _serve(conn, specs: list[str], workers: int, device: str | None = None) -> None:
     """The reward process: load the scorers, then score each job as it comes, sending results back in
     the order they finish."""
     try:
-        rewards = Rewards(specs, workers=workers)
+        rewards = Rewards(specs, workers=workers, device=device)
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return

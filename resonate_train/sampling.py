@@ -1,6 +1,7 @@
 """Samplers for the flow x_t = (1 - t) x_data + t noise, integrated from t = 1 (noise) to t = 0.
 
 - ``euler_sample``: the deterministic ODE with classifier-free guidance (evaluation, DPO pairs).
+- ``in_precision``: a network's forward passes in bfloat16 (autocast), everything around them in float32.
 - ``sde_step``: Flow-GRPO's stochastic step with the same marginals, and the Gaussian log-density
   of the step actually taken, in float32 (the policy's log-prob for GRPO's ratio). As in Flow-GRPO,
   the log-density and the KL are averaged over the latent's elements (not summed): its clip range
@@ -27,6 +28,23 @@ def timesteps(steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     return torch.linspace(1.0, 0.0, steps + 1, device=device)
+
+
+def in_precision(model: Callable[..., torch.Tensor], dtype: str = "float32") -> Callable[..., torch.Tensor]:
+    """``model`` with its forward passes under autocast in ``dtype`` (on the device of its input;
+    weights stay float32) and its output in float32, so guidance, the SDE step's density and the
+    losses are computed in full precision. float32 returns ``model`` itself."""
+    from ttaeval.devices import autocast, resolve_dtype
+
+    if resolve_dtype(dtype) == torch.float32:
+        return model
+
+    def run(x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, dtype):
+            out = model(x, *args)
+        return out.float()
+
+    return run
 
 
 def guided(

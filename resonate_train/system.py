@@ -20,7 +20,7 @@ from resonate_train.model import FluxAudio, FluxAudioConfig
 from resonate_train.model.codec import MelCodec
 from resonate_train.model.fluxaudio import LEGACY_FUNCTION
 from resonate_train.model.text import TextEncoder, text_encoder_from_dict
-from resonate_train.sampling import euler_sample, guided
+from resonate_train.sampling import euler_sample, guided, in_precision
 
 RESONATE_MINI = Path(__file__).parent / "weights" / "resonate_mini"
 """The shipped mini model, pretrained on the synthetic world (``resonate-train pretrain``)."""
@@ -44,6 +44,9 @@ class ResonateSystem:
     codec: Any
     """``MelCodec`` (the mini world) or ``MMAudioCodec`` (the released model's VAE and BigVGAN)."""
     defaults: SamplingDefaults = field(default_factory=SamplingDefaults)
+    dtype: str = "float32"
+    """Precision of the network's forward passes when sampling: ``bfloat16`` runs them under
+    autocast (weights, guidance and the sampler stay float32). Not saved: it is how a run computes."""
 
     @property
     def sample_rate(self) -> int:
@@ -117,7 +120,7 @@ class ResonateSystem:
     ) -> torch.Tensor:
         """Normalised latents ``(B, T, C)`` by Euler ODE sampling with classifier-free guidance."""
         cond, uncond = self.conditions(texts)
-        velocity = guided(self.network, cond, uncond, guidance)
+        velocity = guided(in_precision(self.network, self.dtype), cond, uncond, guidance)
         return euler_sample(velocity, self.noise(seeds, self.codec.frames(duration)), steps)
 
     def decode(self, latents: torch.Tensor, duration: float) -> np.ndarray:

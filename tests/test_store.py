@@ -150,7 +150,8 @@ def test_a_schema_1_store_is_migrated_and_its_n_a_prefixes_become_a_status(tmp_p
     from ttaeval.store import _SCHEMA
 
     old = _SCHEMA.replace(", status TEXT NOT NULL DEFAULT 'ok',\n", ",\n")  # schema 1's metric_values
-    assert "status" not in old.split("metric_values")[1].split(";")[0]
+    old = old.replace(" efficiency TEXT,", "")  # and schema 2's clips
+    assert "status" not in old.split("metric_values")[1].split(";")[0] and "efficiency" not in old
     db = sqlite3.connect(tmp_path / "run.sqlite")
     db.executescript(old)
     db.execute("INSERT INTO meta VALUES ('schema', '1')")
@@ -168,4 +169,4 @@ def test_a_schema_1_store_is_migrated_and_its_n_a_prefixes_become_a_status(tmp_p
             scores.loc["relation", "error"] == "one event" and scores.loc["events", "error"] == "model failed"
         )
     with sqlite3.connect(tmp_path / "run.sqlite") as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("3",)

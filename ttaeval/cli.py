@@ -35,6 +35,7 @@ from ttaeval.report.html import frame_table
 from ttaeval.report.tables import (
     clip_table,
     correlations_markdown,
+    efficiency,
     human_correlations,
     leaderboard,
     leaderboard_markdown,
@@ -302,6 +303,12 @@ def run(
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Clips per batch and commit.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the suite's first N prompts.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="auto, cpu, cuda: where models compute unless a spec says (torchrun: a GPU per rank)."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (resumed if it exists).")] = None,
     quiet: Annotated[bool, typer.Option(help="No leaderboard at the end.")] = False,
 ) -> None:
@@ -330,6 +337,7 @@ def run(
             "reference": reference,
             "batch_size": batch_size,
             "limit": limit,
+            "device": device,
         }
         if config is not None:
             cfg = RunConfig.from_toml(config, **flags)
@@ -378,9 +386,10 @@ def run(
                 board = leaderboard(
                     store, reference=cfg.reference, set_metrics=run_set_metrics(cfg.to_dict())
                 )
+                speed = efficiency(store)
             except ValueError as exc:
                 raise _failure(exc) from None
-        sys.stdout.write(leaderboard_markdown(board))
+        sys.stdout.write(leaderboard_markdown(board, efficiency=speed))
     raise typer.Exit(0 if summary.all_ok else 1)
 
 
@@ -458,14 +467,19 @@ def leaderboard_cmd(
                 store, by=by, reference=reference, set_metrics=run_set_metrics(config), seed=seed
             )
             paired = paired_table(store, baseline, by=by, seed=seed) if baseline else None
+            speed = efficiency(store, seed=seed)
         except ValueError as exc:
             raise _failure(exc) from None
     if format == "md":
-        text = leaderboard_markdown(board, paired)
+        text = leaderboard_markdown(board, paired, efficiency=speed)
     elif format == "html":
-        text = page(f"Leaderboard: {run_dir.name}", leaderboard_html(board, paired))
+        text = page(f"Leaderboard: {run_dir.name}", leaderboard_html(board, paired, efficiency=speed))
     else:
-        frames = {"leaderboard": board, **({"paired": paired} if paired is not None else {})}
+        frames = {
+            "leaderboard": board,
+            "efficiency": speed,
+            **({"paired": paired} if paired is not None else {}),
+        }
         if format == "csv":
             text = board.to_csv(index=False) + (
                 "\n" + paired.to_csv(index=False) if paired is not None else ""

@@ -329,6 +329,21 @@ def run_set_metrics(config: Mapping[str, object]) -> list[str] | None:
     return list(dict.fromkeys(specs)) or None
 
 
+def device_options(spec: str, device: str | None) -> dict[str, str]:
+    """``{"device": device}`` for a scorer that has a device option its spec does not set (the
+    keyword arguments that put it on the run's or trainer's device), else nothing."""
+    import dataclasses
+
+    from ttaeval.scorers import SCORERS, parse_spec
+
+    if device is None:
+        return {}
+    parsed = parse_spec(spec)
+    cls = SCORERS.get(f"{parsed.name}:{parsed.backend}")
+    has_device = dataclasses.is_dataclass(cls) and "device" in {f.name for f in dataclasses.fields(cls)}
+    return {"device": device} if has_device and "device" not in dict(parsed.options) else {}
+
+
 def build_scorers(
     specs: Sequence[str],
     *,
@@ -337,11 +352,13 @@ def build_scorers(
     set_metrics: Sequence[str] = (),
     reference: bool = False,
     reference_flag: str = "--reference",
+    device: str | None = None,
 ) -> list[Scorer]:
     """The scorers of ``specs`` and of ``protocol`` (labelled ``NAME:BACKEND`` in tables, not by their
     weight paths), after checking what can be checked before any audio is made or read: the
     protocol's weights all given, every set metric known and fed by one of these scorers, and a
-    reference where a set metric needs one (``reference_flag`` names the flag that gives it)."""
+    reference where a set metric needs one (``reference_flag`` names the flag that gives it).
+    Scorers with a ``device`` option their spec leaves unset compute on ``device`` (when given)."""
     from ttaeval.metrics.set_metrics import parse_set_metric
     from ttaeval.scorers import get_scorer
 
@@ -358,7 +375,7 @@ def build_scorers(
         raise ValueError("give at least one scorer (--scorer) or a protocol")
     scorers = []
     for spec, label in labelled.items():
-        scorer = get_scorer(spec)
+        scorer = get_scorer(spec, **device_options(spec, device))
         if label:
             scorer.spec = label  # type: ignore[attr-defined]
         scorers.append(scorer)

@@ -5,9 +5,10 @@ Nothing here imports a scorer, a model or the store, so every layer can share th
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 import numpy as np
@@ -96,3 +97,24 @@ class ScorerInfo(Protocol):
     label: str
     uses_prompt: bool
     metrics: tuple[MetricSpec, ...]
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """How one clip was made: stored with it (``ClipRecord.efficiency``)."""
+
+    seconds: float
+    """Generation wall time of the clip: its call's time divided by the call's clips."""
+    rtf: float
+    """Real-time factor: ``seconds`` / the clip's duration."""
+    peak_memory: int | None
+    """Bytes at the call's peak (``memory_kind`` says which measure); None when unmeasurable."""
+    memory_kind: str
+    """``cuda peak allocated`` (GPU) or ``peak RSS growth`` (CPU process)."""
+    batch_size: int
+    """Clips made by the call."""
+    device: str
+    """Where the generator computed."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))

@@ -12,7 +12,12 @@ run (the cache is keyed on their content, so an edited file is scored again, an 
 Under ``torchrun --nproc-per-node N -m ttaeval run ...`` the batches of (prompt, sample) pairs are
 dealt out over the ranks (the same batches one process would make, so the numbers are the same to the
 bit), each rank writes its own shard store (``RUN_DIR/shards/rank-R``), and rank 0 merges the shards into
-the run store once every rank is done (torch.distributed barrier; gloo on CPU, NCCL on GPU).
+the run store once every rank is done (torch.distributed barrier; gloo on CPU, NCCL on GPU). Each rank
+binds its device (``device``: ``cuda:LOCAL_RANK`` on a GPU node) before any model is built, with the
+trainers' helper (``ttaeval.devices.setup_process``).
+
+Every generated clip is stored with its efficiency numbers (``ttaeval.efficiency``: generation
+time, real-time factor, peak memory, batch size, device): TTA-Bench's efficiency dimension.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ from typing import Any
 
 import soundfile as sf
 
-from ttaeval.generators import GenerationFailure, GenerationSettings, Generator, clip_seed, get_generator
+from ttaeval.devices import check_device_name
+from ttaeval.efficiency import measure
+from ttaeval.generators import (
+    GenerationFailure,
+    GenerationSettings,
+    Generator,
+    clip_seed,
+    get_generator,
+    parse_generator_spec,
+)
 from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
 from ttaeval.io.folder import safe_name
 from ttaeval.io.prompts import Prompt, load_prompts
@@ -91,6 +105,10 @@ class RunConfig:
     """Use only the suite's first N prompts (quick looks)."""
     max_duration: float = 600.0
     """Refuse audio longer than this (seconds)."""
+    device: str = "auto"
+    """Where this process computes: ``auto`` (the GPU when there is one, else the CPU), ``cpu``,
+    ``cuda``. Under torchrun each rank takes ``cuda:LOCAL_RANK``. Generators and scorers whose spec
+    sets no ``device`` of their own compute there."""
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -116,6 +134,7 @@ class RunConfig:
             raise ValueError(f"steps must be at least 1, not {self.steps}")
         if self.guidance is not None and not math.isfinite(self.guidance):
             raise ValueError(f"guidance must be a finite number, not {self.guidance}")
+        check_device_name(self.device)
         if self.reference is not None and self.reference.startswith("folder:"):
             if REFERENCE_SYSTEM in self.systems and self.systems[REFERENCE_SYSTEM] != self.reference:
                 raise ValueError(
@@ -186,11 +205,15 @@ class _Work:
 
 def dist_env() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) outside it."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    from ttaeval import devices
+
+    rank, world, _ = devices.dist_env()
+    return rank, world
 
 
-def build_scorers(config: RunConfig) -> list[Scorer]:
-    """The run's scorers, checked before any audio is made (``protocols.build_scorers``)."""
+def build_scorers(config: RunConfig, device: str | None = None) -> list[Scorer]:
+    """The run's scorers, checked before any audio is made (``protocols.build_scorers``); those
+    whose spec sets no device compute on ``device``."""
     from ttaeval.protocols import build_scorers as build
 
     return build(
@@ -200,7 +223,19 @@ def build_scorers(config: RunConfig) -> list[Scorer]:
         set_metrics=config.set_metrics,
         reference=config.reference is not None,
         reference_flag="--reference SYSTEM or --reference folder:DIR",
+        device=device,
     )
+
+
+def build_generator(spec: str, device: str | None = None) -> Generator:
+    """A system's generator; one with a ``device`` option its spec leaves unset computes on ``device``."""
+    generator = get_generator(spec)
+    fields = {f.name for f in dataclasses.fields(generator)}  # type: ignore[arg-type]
+    if device is not None and "device" in fields:
+        _, options = parse_generator_spec(spec)
+        if "device" not in dict(options):
+            generator.device = device  # type: ignore[attr-defined]
+    return generator
 
 
 def run(
@@ -218,15 +253,17 @@ def run(
     they are built from the config's specs before any work starts, so a bad spec fails fast.
     ``on_plan`` gets the number of clips this rank will handle, ``on_progress`` each batch's size.
     """
-    rank, world = dist_env()
+    from ttaeval.devices import setup_process
+
+    proc = setup_process(config.device)  # before any model: rank R computes on cuda:LOCAL_RANK
+    rank, world = proc.rank, proc.world
+    device = str(proc.device)
     prompts = load_prompts(config.suite)[: config.limit]
-    scorers = list(scorers) if scorers is not None else build_scorers(config)
-    generators = generators or {name: get_generator(spec) for name, spec in config.systems.items()}
+    scorers = list(scorers) if scorers is not None else build_scorers(config, device)
+    generators = generators or {name: build_generator(spec, device) for name, spec in config.systems.items()}
     for generator in generators.values():
         generator.prepare(prompts, config.samples_per_prompt)
     command = command or shlex.join(["ttaeval", *sys.argv[1:]])
-    if world > 1:
-        _init_distributed()
     summary = RunSummary()
     run_dir = config.out
     with ExitStack() as stack:
@@ -287,6 +324,7 @@ def merge_shards(run_dir: Path, main: RunStore) -> int:
     Merging is idempotent: a merge killed halfway is simply done again on the next run."""
     shards = sorted((run_dir / SHARD_DIR).glob("rank-*"))
     for shard in shards:
+        RunStore(shard).close()  # brings a shard an older ttaeval left up to this schema
         main.merge(shard)
     for shard in shards:
         shutil.rmtree(shard)
@@ -388,15 +426,18 @@ def _do_batch(
                 summary.loaded += 1
             except (AudioError, OSError):  # the stored file went bad: make it again
                 fresh.append(i)
+    timing = None
     if fresh:
         fresh.sort()
         try:
-            made = generator.generate(
-                [batch[i].prompt for i in fresh],
-                [batch[i].seed for i in fresh],
-                config.settings,
-                [batch[i].sample for i in fresh],
-            )
+            generator.load()  # not timed: the efficiency numbers are generation's alone
+            with measure(getattr(generator, "device", "cpu")) as timing:
+                made = generator.generate(
+                    [batch[i].prompt for i in fresh],
+                    [batch[i].seed for i in fresh],
+                    config.settings,
+                    [batch[i].sample for i in fresh],
+                )
             if len(made) != len(fresh):
                 raise RuntimeError(f"returned {len(made)} clips for {len(fresh)} prompts")
         except Exception as exc:  # a generator bug fails its batch's clips, not the run
@@ -426,6 +467,8 @@ def _do_batch(
             continue
         clip = Clip(clip.audio, clip.sample_rate, w.prompt, clip.source, clip.warnings)
         clips.append(clip)
+        made_here = timing is not None and i in fresh and generator.stores_audio
+        efficiency = timing.per_clip(len(fresh), clip.duration) if made_here else None
         records.append(
             ClipRecord(
                 system,
@@ -439,6 +482,7 @@ def _do_batch(
                 clip.duration,
                 clip.warnings,
                 settings=base,
+                efficiency=efficiency,
             )
         )
     summary.scoring.clips += len(batch)
@@ -469,14 +513,6 @@ def _write(run_dir: Path, system: str, work: _Work, clip: Clip) -> str:
         tmp.unlink(missing_ok=True)
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     return rel.as_posix()
-
-
-def _init_distributed() -> None:
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def _barrier() -> None:

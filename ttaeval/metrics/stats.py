@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,9 +62,15 @@ def per_prompt_means(values: pd.Series, prompt_ids: pd.Series) -> pd.Series:
 
 
 def bootstrap_ci(
-    values: np.ndarray, *, level: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+    values: np.ndarray,
+    *,
+    level: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    statistic: Callable[..., np.ndarray] = np.mean,
 ) -> Estimate:
-    """Mean and percentile-bootstrap CI of ``values`` (one per prompt); NaNs are dropped.
+    """Mean (or another ``statistic`` taking ``axis``, such as ``np.median``) and its
+    percentile-bootstrap CI of ``values`` (one per prompt); NaNs are dropped.
 
     Resampling is seeded, so the same values give the same interval. With fewer than two values the
     interval is undefined (NaN bounds).
@@ -72,13 +79,13 @@ def bootstrap_ci(
     x = x[np.isfinite(x)]
     if x.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, level)
-    mean = float(x.mean())
+    mean = float(statistic(x))
     if x.size < 2 or np.ptp(x) == 0:
         lo = hi = mean if x.size >= 2 else math.nan
         return Estimate(mean, lo, hi, int(x.size), level)
     res = scipy.stats.bootstrap(
         (x,),
-        np.mean,
+        statistic,
         confidence_level=level,
         n_resamples=n_resamples,
         method="percentile",
