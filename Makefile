@@ -10,7 +10,7 @@ DEMO := demo_out
 # dependencies (they would pin numpy<2 or replace torch with a CUDA build; see pyproject's extras).
 REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4 \
 	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1 hear21passt==0.0.26 \
-	bigvgan==2.4.1
+	bigvgan==2.4.1 tangoflux==0.1.0
 
 .PHONY: test demo bench lint clean
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, from the builds this machine serves (torchvision is what laion_clap needs);
 	# a plain `pip install torch` would download a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers]'
+	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers,tangoflux]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
 	# Debian's Chromium, for the test that opens the HTML report in a headless browser
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
@@ -36,7 +36,7 @@ demo: $(VENV)/.installed
 	$(BIN)/ttaeval run --config benchmarks/configs/demo.toml --quiet
 	$(BIN)/ttaeval leaderboard $(DEMO)/run --baseline clean --format md -o $(DEMO)/leaderboard.md
 	$(BIN)/ttaeval report $(DEMO)/run --out $(DEMO)/report --baseline clean --title "ttaeval demo: the mini world"
-	sed -n '1,/^$$/p' $(DEMO)/leaderboard.md
+	sed -n -e '1,/^$$/p' -e '/^#### Efficiency/,/^Machine-dependent/p' $(DEMO)/leaderboard.md
 
 # Every benchmark script against its anchor, then benchmarks/RESULTS.md from their rows (issue 9).
 BENCHES := frechet clap_laion fad_folder judge runner grpo profiles

@@ -223,7 +223,7 @@ def test_benchmark_examples_parse():
         for spec in cfg.systems.values():  # the examples' model folders are the user's to fill in
             assert parse_generator_spec(spec)[0] in generator_kinds()
     demo = RunConfig.from_toml(root / "demo.toml")
-    assert {get_generator(s).kind for s in demo.systems.values()} == {"synth", "resonate"}  # all build here
+    assert {get_generator(s).kind for s in demo.systems.values()} == {"synth", "resonate", "folder"}
 
 
 def test_a_plugin_generator_registers_through_the_entry_point_group(tmp_path):

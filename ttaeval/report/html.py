@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ttaeval.efficiency import EFFICIENCY_NOTE, efficiency_cells
 from ttaeval.report.tables import ARROWS, fmt, leaderboard_cells
 
 STYLE = """
@@ -54,8 +55,22 @@ def frame_table(frame: pd.DataFrame) -> str:
     return table([str(c) for c in frame.columns], rows)
 
 
-def leaderboard_html(board: pd.DataFrame, paired: pd.DataFrame | None = None) -> str:
-    """The leaderboard (one table per group when grouped) and the paired differences, as HTML."""
+def efficiency_html(table_: pd.DataFrame) -> str:
+    """The efficiency table under its heading, with what its numbers mean."""
+    return "\n".join(
+        [
+            "<h4>Efficiency (machine-dependent)</h4>",
+            table(*efficiency_cells(table_)),
+            f'<p class="note">{escape(EFFICIENCY_NOTE)}</p>',
+        ]
+    )
+
+
+def leaderboard_html(
+    board: pd.DataFrame, paired: pd.DataFrame | None = None, efficiency: pd.DataFrame | None = None
+) -> str:
+    """The leaderboard (one table per group when grouped), the systems' efficiency and the paired
+    differences, as HTML."""
     parts = []
     grouped = "group" in board.columns
     for group, part in board.groupby("group", sort=True) if grouped else [(None, board)]:
@@ -67,6 +82,8 @@ def leaderboard_html(board: pd.DataFrame, paired: pd.DataFrame | None = None) ->
         "clear of every other system's. Set metrics (FAD, FD, KAD, KL, IS, ...): against the reference set, "
         "n = clips (pairs for KL), no CI.</p>"
     )
+    if efficiency is not None and not efficiency.empty:
+        parts.append(efficiency_html(efficiency))
     if paired is not None and not paired.empty:
         parts.append(f"<h4>Against the baseline {escape(str(paired['baseline'].iloc[0]))}</h4>")
         cols = [c for c in ("group", "system") if c in paired.columns]

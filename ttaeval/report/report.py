@@ -24,6 +24,7 @@ from ttaeval.report import html
 from ttaeval.report.markdown import md_text
 from ttaeval.report.tables import (
     clip_table,
+    efficiency,
     fmt,
     leaderboard,
     leaderboard_markdown,
@@ -108,6 +109,7 @@ def write_report(
         set_metrics = run_set_metrics(config)
         board = leaderboard(store, reference=reference, set_metrics=set_metrics, seed=seed)
         paired = paired_table(store, baseline, seed=seed) if baseline else None
+        speed = efficiency(store, seed=seed)
         directions = metric_directions(store)
         groups = {by: _groups_or_none(store, by) for by in BREAKDOWNS}
         breakdowns = {
@@ -122,7 +124,10 @@ def write_report(
             doc.block(section.markdown, section.html)
         _manifest(doc, store, runs, config)
         doc.heading("Leaderboard")
-        doc.block(leaderboard_markdown(board, paired), html.leaderboard_html(board, paired))
+        doc.block(
+            leaderboard_markdown(board, paired, efficiency=speed),
+            html.leaderboard_html(board, paired, efficiency=speed),
+        )
         figures = []
         scored = [m for m, d in directions.items() if d is not None and m in table.columns]
         if scored:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ttaeval.efficiency import EFFICIENCY_NOTE, efficiency_cells, efficiency_table
 from ttaeval.metrics.set_metrics import COLUMNS as SET_METRIC_COLUMNS
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.metrics.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
@@ -265,11 +266,31 @@ def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], 
     return header, rows, marks
 
 
-def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None, level: float = 0.95) -> str:
+def efficiency(store: RunStore, *, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """The run's efficiency table (``ttaeval.efficiency.efficiency_table``): one row per system."""
+    return efficiency_table(store.clips(), level=level, seed=seed)
+
+
+def efficiency_markdown(table: pd.DataFrame, level: float = 0.95) -> str:
+    """The efficiency table under its heading, with what its numbers mean."""
+    header, rows = efficiency_cells(table, level)
+    lines = ["#### Efficiency (machine-dependent)", ""]
+    lines += ["| " + " | ".join(map(md_text, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(md_text, row)) + " |" for row in rows]
+    return "\n".join([*lines, "", EFFICIENCY_NOTE]) + "\n"
+
+
+def leaderboard_markdown(
+    board: pd.DataFrame,
+    paired: pd.DataFrame | None = None,
+    level: float = 0.95,
+    efficiency: pd.DataFrame | None = None,
+) -> str:
     """Systems as rows, metrics as columns (one table per group when grouped), best in bold; then
-    the paired differences against the baseline, when given."""
+    the systems' efficiency and the paired differences against the baseline, when given."""
+    tail = efficiency_markdown(efficiency, level) if efficiency is not None and not efficiency.empty else ""
     if board.empty:
-        return "_no scores_\n"
+        return "_no scores_\n" + (f"\n{tail}" if tail else "")
     lines: list[str] = []
     grouped = "group" in board.columns
     for group, part in board.groupby("group", sort=True) if grouped else [(None, board)]:
@@ -287,6 +308,8 @@ def leaderboard_markdown(board: pd.DataFrame, paired: pd.DataFrame | None = None
         "not score (left out, never counted as 0). Set metrics (FAD, FD, KAD, KL, IS, ...): against the "
         "reference set, n = clips (pairs for KL), no CI."
     )
+    if tail:
+        lines += ["", tail.rstrip("\n")]
     if paired is not None and not paired.empty:
         lines += ["", paired_markdown(paired, level)]
     return "\n".join(lines) + "\n"
