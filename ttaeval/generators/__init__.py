@@ -7,7 +7,8 @@ generator's first field (a path, most often).
 
 Backends: ``folder`` (wavs named by prompt id), ``synth`` (the mini world's renderer and its
 graded degradations: stand-in systems), ``diffusers`` (AudioLDM 2 / Stable Audio pipelines from a
-local folder). Other packages add theirs through the ``ttaeval.generators`` entry-point group
+local folder), ``tangoflux`` (TangoFlux from a local folder, through the ``tangoflux`` package).
+Other packages add theirs through the ``ttaeval.generators`` entry-point group
 (``resonate_train`` registers ``resonate``) without ttaeval importing them::
 
     [project.entry-points."ttaeval.generators"]
@@ -84,6 +85,11 @@ class Generator(ABC):
         unless a generator needs the whole suite (``folder`` checks that no file name could belong
         to two requests)."""
 
+    def load(self) -> None:  # noqa: B027
+        """Load the model (weights onto the device), so that the runner's timing of ``generate`` —
+        the efficiency numbers — measures generation, not loading. Idempotent; a no-op for
+        generators with nothing to load. Called only when there is audio to make."""
+
     @abstractmethod
     def generate(
         self,
@@ -105,6 +111,7 @@ GENERATORS.register("synth", "ttaeval.generators.synth:SynthGenerator")
 GENERATORS.register(
     "diffusers", "ttaeval.generators.diffusers_pipeline:DiffusersGenerator", requires=("diffusers",)
 )
+GENERATORS.register("tangoflux", "ttaeval.generators.tangoflux:TangoFluxGenerator", requires=("tangoflux",))
 
 
 def generator_kinds() -> list[str]:
