@@ -5,12 +5,13 @@
 #
 #   benchmarks/device_check.sh              # from the repository root, in the `make test` venv
 #
-# Wheels in .whl/ (for a machine that cannot reach PyPI) are installed into /tmp/site first.
+# Where the packages are missing (a machine that cannot reach PyPI), wheels in .whl/ are installed
+# into /tmp/site first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-if compgen -G ".whl/*.whl" > /dev/null; then
+if ! $PY -c "import soundfile, soxr, pyloudnorm, bigvgan" 2>/dev/null && compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 else

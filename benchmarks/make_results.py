@@ -56,6 +56,9 @@ def main(total_seconds: float | None = None, script_seconds: dict[str, int] | No
         lines += ["", f"## {rec['title']}", "", f"`python {rec['script']}` ({rec['date']}).", ""]
         lines.append(rec["details"])
         lines += [f"\n![{fig}](results/{fig})" for fig in rec["figures"]]
+    device_check = HERE / "results" / "device_check.md"  # recorded by hand: it runs on a GPU machine
+    if device_check.is_file():
+        lines += ["", device_check.read_text(encoding="utf-8").rstrip("\n")]
     text = "\n".join(lines) + "\n"
     (HERE / "RESULTS.md").write_text(text, encoding="utf-8")
     return text

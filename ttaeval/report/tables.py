@@ -58,7 +58,12 @@ def clip_table(store: RunStore) -> pd.DataFrame:
     reasons = (
         scores.dropna(subset=["error"])
         .assign(
-            reason=lambda f: f["scorer"] + ": " + f["status"].map({"n/a": "n/a: "}).fillna("") + f["error"]
+            reason=lambda f: (  # every part str: pandas 3.0 cannot add str and object columns
+                f["scorer"].astype(str)
+                + ": "
+                + f["status"].map({"n/a": "n/a: "}).fillna("").astype(str)
+                + f["error"].astype(str)
+            )
         )
         .groupby(KEY_COLUMNS)["reason"]
         .agg(lambda r: "; ".join(dict.fromkeys(r)))
