@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ttaeval.efficiency import CUDA_PEAK, RSS_GROWTH, efficiency_table, measure
 from ttaeval.generators import GENERATORS, Generator
 from ttaeval.io.audio import Clip
+from ttaeval.metrics.efficiency import CUDA_PEAK, RSS_GROWTH, efficiency_table, measure
 from ttaeval.report.tables import efficiency, leaderboard, leaderboard_markdown
 from ttaeval.runner import RunConfig, run
 from ttaeval.store import RunStore

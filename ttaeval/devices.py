@@ -64,9 +64,7 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
     index = local_rank if local_rank is not None else (dev.index or 0)
     if index >= count:
         where = f"rank with LOCAL_RANK={local_rank}" if local_rank is not None else "this process"
-        raise RuntimeError(
-            f"device {device!r}: {where} needs cuda:{index}; {count} CUDA device(s) visible"
-        )
+        raise RuntimeError(f"device {device!r}: {where} needs cuda:{index}; {count} CUDA device(s) visible")
     return torch.device("cuda", index)
 
 

@@ -16,7 +16,7 @@ the run store once every rank is done (torch.distributed barrier; gloo on CPU, N
 binds its device (``device``: ``cuda:LOCAL_RANK`` on a GPU node) before any model is built, with the
 trainers' helper (``ttaeval.devices.setup_process``).
 
-Every generated clip is stored with its efficiency numbers (``ttaeval.efficiency``: generation
+Every generated clip is stored with its efficiency numbers (``ttaeval.metrics.efficiency``: generation
 time, real-time factor, peak memory, batch size, device): TTA-Bench's efficiency dimension.
 """
 
@@ -39,7 +39,6 @@ from typing import Any
 import soundfile as sf
 
 from ttaeval.devices import check_device_name
-from ttaeval.efficiency import measure
 from ttaeval.generators import (
     GenerationFailure,
     GenerationSettings,
@@ -51,6 +50,7 @@ from ttaeval.generators import (
 from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
 from ttaeval.io.folder import safe_name
 from ttaeval.io.prompts import Prompt, load_prompts
+from ttaeval.metrics.efficiency import measure
 from ttaeval.registry import check_types
 from ttaeval.scorers import Scorer
 from ttaeval.scoring import ScoringSummary, score_and_commit

@@ -23,6 +23,8 @@ from tokenizers import Tokenizer
 from torch import nn
 from transformers.audio_utils import mel_filter_bank
 
+from ttaeval.devices import autocast
+
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "synth" / "weights"
 """The shipped mini models' weights: data of the synthetic world, written by its recipes."""
 DEFAULT_CHECKPOINT = WEIGHTS_DIR / "clap_mini.safetensors"
@@ -160,16 +162,24 @@ class ClapMini(nn.Module):
     def embed_features(self, mel: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.audio(mel), dim=-1)
 
-    def embed_text(self, texts: list[str]) -> torch.Tensor:
+    def embed_text(self, texts: list[str], dtype: str = "float32") -> torch.Tensor:
+        """L2-normalised float32 ``(n, embed_dim)`` text embeddings, on the model's device; the tower
+        runs under autocast in ``dtype`` (``ttaeval.devices.autocast``), the normalisation in float32."""
         ids, mask = self.tokenize(texts)
-        return nn.functional.normalize(self.text(ids, mask), dim=-1)
+        device = self.logit_scale.device
+        with autocast(device, dtype):
+            h = self.text(ids.to(device), mask.to(device))
+        return nn.functional.normalize(h.float(), dim=-1)
 
     @torch.no_grad()
-    def embed_audio(self, clips: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def embed_audio(
+        self, clips: list[np.ndarray], batch_size: int = 32, dtype: str = "float32"
+    ) -> np.ndarray:
         """Mono float32 arrays at 16 kHz -> (n, embed_dim) L2-normalised float32 embeddings.
 
         Each clip is cut into consecutive windows (the last zero-padded); window embeddings are
-        averaged and normalised again.
+        averaged and normalised again. Windows run on the model's device; the log-mel front end in
+        float32, the audio tower under autocast in ``dtype``, pooling and normalisation in float32.
         """
         w = self.cfg.window_samples
         windows, owner = [], []
@@ -180,9 +190,13 @@ class ClapMini(nn.Module):
             windows.extend(padded.reshape(n, w))
             owner.extend([i] * n)
         embs = []
+        device = self.logit_scale.device
         for start in range(0, len(windows), batch_size):
-            batch = torch.from_numpy(np.stack(windows[start : start + batch_size]))
-            embs.append(self.embed_features(self.features(batch)))
+            batch = torch.from_numpy(np.stack(windows[start : start + batch_size])).to(device)
+            mel = self.features(batch)
+            with autocast(device, dtype):
+                h = self.audio(mel)
+            embs.append(nn.functional.normalize(h.float(), dim=-1).cpu())
         per_window = torch.cat(embs)
         owner_t = torch.tensor(owner)
         sums = torch.zeros(len(clips), per_window.shape[1]).index_add_(0, owner_t, per_window)

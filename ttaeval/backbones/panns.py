@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttaeval.devices import no_autocast
+
 
 @dataclass(frozen=True)
 class Cnn14Config:
@@ -75,7 +77,8 @@ class Cnn14(nn.Module):
         self.fc_audioset = nn.Linear(2048, config.classes_num)
 
     def forward(self, wave: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.logmel_extractor(self.spectrogram_extractor(wave))  # (batch, 1, frames, mels)
+        with no_autocast(wave.device):  # the log-mel front end in float32, also under autocast
+            x = self.logmel_extractor(self.spectrogram_extractor(wave.float()))  # (batch, 1, frames, mels)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
         for i in range(6):
             x = getattr(self, f"conv_block{i + 1}")(x, (2, 2) if i < 5 else (1, 1))

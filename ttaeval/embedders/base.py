@@ -39,7 +39,8 @@ class EmbeddingScorer(Scorer):
     ``__post_init__`` when an option decides it), ``per_frame``, and implement ``embed_batch``.
 
     ``weight_options`` name the fields that point at weight files or folders: the id carries their
-    content digest (``weights=...``), never their path.
+    content digest (``weights=...``), never their path. ``dtype`` is among the options here and
+    enters the id only when it is not float32 (``Scorer.id_neutral``, applied by ``Scorer.id``).
     """
 
     name: ClassVar[str] = "embed"

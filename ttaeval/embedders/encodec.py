@@ -26,9 +26,14 @@ class EncodecScorer(EmbeddingScorer):
     model: Path | None = None
     """Folder of a transformers EncodecModel (e.g. facebook/encodec_24khz)."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
+        self.bind_device()
         if not self.model or not Path(self.model).is_dir():
             raise FileNotFoundError(
                 f"encodec model folder not found: {self.model} (model=DIR with a transformers EncodecModel, "
@@ -47,5 +52,7 @@ class EncodecScorer(EmbeddingScorer):
         with torch.inference_mode():
             for c in clips:  # one by one: no padding enters a clip's frames
                 x = torch.from_numpy(c.audio)[None].to(self.device)
-                out.append(per_frame_artefacts(self.net.encoder(x)[0].T.float().cpu().numpy()))
+                with self.precision():
+                    y = self.net.encoder(x)[0]
+                out.append(per_frame_artefacts(y.T.float().cpu().numpy()))
         return out

@@ -22,13 +22,22 @@ class MiniScorer(EmbeddingScorer):
     """clap-mini safetensors (default: the shipped weights)."""
     batch_size: int = 32
     """Windows per forward pass."""
+    device: str = "cpu"
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
         from ttaeval.backbones.clap_mini import DEFAULT_CHECKPOINT, load_clap_mini
 
+        self.bind_device()
         self.checkpoint = Path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
-        self.model = load_clap_mini(self.checkpoint)
+        self.model = load_clap_mini(self.checkpoint).to(self.device)
 
     def embed_batch(self, clips: Sequence[Clip]) -> list[dict[str, np.ndarray]]:
-        emb = self.model.embed_audio([c.audio[0] for c in clips], batch_size=self.batch_size)
+        emb = self.model.embed_audio(
+            [c.audio[0] for c in clips], batch_size=self.batch_size, dtype=self.dtype
+        )
         return [{EMBEDDING: row} for row in emb]

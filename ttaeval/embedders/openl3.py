@@ -50,11 +50,16 @@ class OpenL3Scorer(EmbeddingScorer):
     batch_size: int = 32
     """Frames per forward pass."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
         from ttaeval.optional import import_reference
 
+        self.bind_device()
         models = import_reference("torchopenl3.models", "embed:openl3")
         path = require_file(self.checkpoint, "openl3", f"torchopenl3_mel256_{self.content}_512.pth.tar")
         if self.channels not in (1, 2):
@@ -95,7 +100,7 @@ class OpenL3Scorer(EmbeddingScorer):
             for ch in audio:
                 wave = soxr.resample(ch, self.sample_rate, 48_000, quality="HQ").astype(np.float32)
                 frames = torch.from_numpy(self.frames(wave))[:, None]
-                with torch.inference_mode():
+                with torch.inference_mode(), self.precision():
                     emb = [
                         self.net(frames[s : s + self.batch_size].to(self.device)).float().cpu().numpy()
                         for s in range(0, len(frames), self.batch_size)

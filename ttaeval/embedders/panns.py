@@ -28,11 +28,16 @@ class PannsScorer(EmbeddingScorer):
     batch_size: int = 8
     """Clips of equal length run together (no padding enters a clip)."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
         from ttaeval.backbones.panns import CONFIGS, load_cnn14
 
+        self.bind_device()
         if self.variant not in CONFIGS:
             raise ValueError(f"panns variant must be one of {sorted(CONFIGS)}, got {self.variant!r}")
         path = require_file(self.checkpoint, "panns", "Cnn14_16k_mAP=0.438.pth or Cnn14_mAP=0.431.pth")
@@ -47,7 +52,8 @@ class PannsScorer(EmbeddingScorer):
         with torch.inference_mode():
             for idx in same_length_batches(clips, self.batch_size):
                 wave = torch.from_numpy(np.stack([clips[i].audio[0] for i in idx])).to(self.device)
-                result = self.model(wave)
+                with self.precision():  # the log-mel front end stays float32 (Cnn14.forward)
+                    result = self.model(wave)
                 emb, logits = (result[k].float().cpu().numpy() for k in ("embedding", "logits"))
                 for row, i in enumerate(idx):
                     out[i] = {EMBEDDING: emb[row], LOGITS: logits[row]}

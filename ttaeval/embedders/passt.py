@@ -29,11 +29,16 @@ class PasstScorer(EmbeddingScorer):
     collect: str = "mean"
     """How window logits become the clip's: ``mean`` or ``max``."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
         from ttaeval.backbones.passt import PasstMel, load_passt
 
+        self.bind_device()
         path = require_file(self.checkpoint, "passt", f"the {self.arch} weights")
         if self.collect not in ("mean", "max"):
             raise ValueError(f"passt collect must be 'mean' or 'max', got {self.collect!r}")
@@ -51,8 +56,10 @@ class PasstScorer(EmbeddingScorer):
             logits = []
             with torch.inference_mode():
                 for w in sam_windows(x):
-                    spec = self.mel(torch.from_numpy(w)[None].to(self.device))
-                    logits.append(self.net(spec[:, None])[0][0].float().cpu().numpy())
+                    spec = self.mel(torch.from_numpy(w)[None].to(self.device))  # float32
+                    with self.precision():
+                        y = self.net(spec[:, None])[0][0]
+                    logits.append(y.float().cpu().numpy())
             stack = np.stack(logits)
             row = stack.mean(0) if self.collect == "mean" else stack.max(0)
             out.append({LOGITS: row, EMBEDDING: row})

@@ -28,11 +28,16 @@ class VGGishScorer(EmbeddingScorer):
     batch_size: int = 64
     """Examples per forward pass."""
     device: str = "cpu"
-    """Torch device."""
+    """Torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
 
     def __post_init__(self) -> None:
         from ttaeval.backbones.vggish import load_vggish
 
+        self.bind_device()
         path = require_file(self.checkpoint, "vggish", "vggish-10086976.pth")
         self.model = load_vggish(str(path), self.final_relu, self.device)
 
@@ -47,7 +52,9 @@ class VGGishScorer(EmbeddingScorer):
         with torch.inference_mode():
             for s in range(0, len(flat), self.batch_size):
                 x = torch.from_numpy(flat[s : s + self.batch_size, None]).to(self.device)
-                out.append(self.model(x).float().cpu().numpy())
+                with self.precision():
+                    y = self.model(x)
+                out.append(y.float().cpu().numpy())
         emb = np.concatenate(out) if out else np.zeros((0, 128), np.float32)
         frames = np.split(emb, np.cumsum([len(e) for e in examples])[:-1])
         return [per_frame_artefacts(f) for f in frames]

@@ -82,7 +82,11 @@ class HFJudgeScorer(JudgeScorer):
     question_batch: int = 16
     """Questions per forward pass."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32 (the softmax too). Part of the id when not float32."""
     max_text_tokens: int = 0
     """Longest chat-template text given to the model, in tokens (the audio counted as its one
     placeholder token): a longer question is cut in the middle to fit; one whose template alone is
@@ -93,6 +97,7 @@ class HFJudgeScorer(JudgeScorer):
     _processor: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
+        self.bind_device()
         if self.model is None or not Path(self.model).is_dir():
             raise FileNotFoundError(
                 f"judge:{self.backend} model folder not found: {self.model} (set model=DIR)"
@@ -225,7 +230,7 @@ class HFJudgeScorer(JudgeScorer):
                 return_tensors="pt",
                 padding=True,
             ).to(self.device)
-            with torch.inference_mode():
+            with torch.inference_mode(), self.precision():
                 if self._kind == "qwen2_audio":  # 1-D positions, and the vocabulary only where it is read
                     positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
                     hidden = self._model.model(**inputs, position_ids=positions).last_hidden_state

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ttaeval.efficiency import EFFICIENCY_NOTE, efficiency_cells
+from ttaeval.metrics.efficiency import EFFICIENCY_NOTE, efficiency_cells
 from ttaeval.report.tables import ARROWS, fmt, leaderboard_cells
 
 STYLE = """

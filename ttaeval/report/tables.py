@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ttaeval.efficiency import EFFICIENCY_NOTE, efficiency_cells, efficiency_table
+from ttaeval.metrics.efficiency import EFFICIENCY_NOTE, efficiency_cells, efficiency_table
 from ttaeval.metrics.set_metrics import COLUMNS as SET_METRIC_COLUMNS
 from ttaeval.metrics.set_metrics import evaluate_set_metrics
 from ttaeval.metrics.stats import DEFAULT_RESAMPLES, bootstrap_ci, paired_difference, per_prompt_means
@@ -272,7 +272,7 @@ def leaderboard_cells(board: pd.DataFrame) -> tuple[list[str], list[list[str]], 
 
 
 def efficiency(store: RunStore, *, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """The run's efficiency table (``ttaeval.efficiency.efficiency_table``): one row per system."""
+    """The run's efficiency table (``ttaeval.metrics.efficiency.efficiency_table``): one row per system."""
     return efficiency_table(store.clips(), level=level, seed=seed)
 
 

@@ -71,10 +71,15 @@ class AudioboxAestheticsScorer(Scorer):
     batch_size: int = 8
     """Windows per forward pass."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
     _model: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
+        self.bind_device()
         hint = "set checkpoint=PATH to checkpoint.pt or a facebook/audiobox-aesthetics folder"
         if self.checkpoint and Path(self.checkpoint).is_dir():  # the from_pretrained layout
             path = Path(self.checkpoint)
@@ -100,6 +105,12 @@ class AudioboxAestheticsScorer(Scorer):
                 raise ValueError(
                     f"aesthetics:audiobox: {path} does not fit: {str(exc).splitlines()[0]}"
                 ) from None
+        if self.dtype != "float32":
+            # the model's forward enters its own autocast, which (at its "32") switches ours off:
+            # set its own precision knobs instead (weights stay float32)
+            from ttaeval.devices import resolve_dtype
+
+            model.precision, model.enable_autocast = resolve_dtype(self.dtype), True
         self._model = model.to(self.device).eval()
         self._transform = {a: model.target_transform[a] for a in AXES}
         self._digest = weights_digest(path)
@@ -132,7 +143,8 @@ class AudioboxAestheticsScorer(Scorer):
                         self.device
                     ),
                 }
-                out = self._model(batch)
+                with self.precision():
+                    out = self._model(batch)
                 for a in AXES:
                     t = self._transform[a]
                     preds[a].append((out[a].float() * t["std"] + t["mean"]).cpu().numpy())

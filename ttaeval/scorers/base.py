@@ -34,6 +34,14 @@ class Scorer(ABC):
         uses_prompt: whether scores depend on the prompt (then cache keys include the prompt content).
         id_exclude: option names that do not change the numbers (batch size, device) and stay out of
             the id.
+        id_neutral: options that enter the id only when set to something other than the value given
+            here: knobs added after ids were first stored whose neutral value computes what those ids
+            name (``dtype``: float32 is how every model ran before it existed), so the ids, and the
+            caches under them, stay valid. See ``id``.
+
+    Scorers that run a torch model have a ``device`` field ("auto" allowed) and a ``dtype`` field,
+    and call ``bind_device`` first in ``__post_init__`` and run their forward passes under
+    ``precision()``.
     """
 
     name: ClassVar[str]
@@ -44,6 +52,7 @@ class Scorer(ABC):
     channels: ClassVar[int | None] = None
     uses_prompt: ClassVar[bool] = False
     id_exclude: ClassVar[tuple[str, ...]] = ("batch_size", "device")
+    id_neutral: ClassVar[dict[str, object]] = {"dtype": "float32"}
     batch_size: int
 
     @property
@@ -53,9 +62,20 @@ class Scorer(ABC):
 
     @property
     def id(self) -> str:
-        """Full identity: name, backend, version and every option that changes the numbers."""
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.identity_options().items()))
-        return f"{self.name}:{self.backend}@{self.version}" + (f",{opts}" if opts else "")
+        """Full identity: name, backend, version and every option that changes the numbers.
+
+        The one rule for ``id_neutral`` options (every backend, whatever its ``identity_options``):
+        one at its neutral value is left out, one at any other value is in (``dtype=bfloat16``).
+        """
+        opts = dict(self.identity_options())
+        for key, neutral in self.id_neutral.items():
+            value = opts.get(key, getattr(self, key, neutral))
+            if value == neutral:
+                opts.pop(key, None)
+            else:
+                opts[key] = value
+        text = ",".join(f"{k}={v}" for k, v in sorted(opts.items()))
+        return f"{self.name}:{self.backend}@{self.version}" + (f",{text}" if text else "")
 
     def identity_options(self) -> dict[str, object]:
         """Options that enter the id. Backends with weight files override this to put a digest there."""
@@ -64,6 +84,27 @@ class Scorer(ABC):
             for f in dataclasses.fields(self)  # type: ignore[arg-type]
             if f.name not in self.id_exclude
         }
+
+    # -- torch models: device and precision ----------------------------------------------------------
+    def bind_device(self) -> None:
+        """Check the ``dtype`` field (an unknown name fails here, before any weight is read) and
+        resolve the ``device`` field once, where the model is about to load: "auto" becomes the local
+        GPU, else the CPU; under torchrun, a CUDA device becomes ``cuda:LOCAL_RANK``."""
+        from ttaeval.devices import resolve_device, resolve_dtype
+
+        where = f"{self.name}:{self.backend}"
+        try:
+            resolve_dtype(self.dtype)  # type: ignore[attr-defined]
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        self.device = str(resolve_device(self.device))  # type: ignore[attr-defined]
+
+    def precision(self):
+        """The context of every forward pass: autocast in ``dtype`` on ``device`` (weights stay
+        float32), nothing for float32. Outputs are made float32 (``.float()``) before they are read."""
+        from ttaeval.devices import autocast
+
+        return autocast(self.device, self.dtype)  # type: ignore[attr-defined]
 
     def score(self, clips: Sequence[Clip]) -> list[ScoreResult]:
         """Score a batch; one result per clip, in order. Never raises for a bad clip.

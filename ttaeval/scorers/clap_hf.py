@@ -39,11 +39,16 @@ class HFClapScorer(ClapScorer):
     batch_size: int = 16
     """Windows per forward pass."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
     _model: object = field(init=False, repr=False, default=None)
     _processor: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
+        self.bind_device()
         if self.model is None:
             raise ValueError(
                 "clap:hf needs model=PATH: a folder with a transformers ClapModel and its ClapProcessor"
@@ -76,7 +81,8 @@ class HFClapScorer(ClapScorer):
                 inputs = self._processor.feature_extractor(
                     pieces[s : s + self.batch_size], sampling_rate=self.sample_rate, return_tensors="pt"
                 ).to(self.device)
-                emb = self._features(self._model.get_audio_features(**inputs))
+                with self.precision():
+                    emb = self._features(self._model.get_audio_features(**inputs))
                 embs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
         return pool_windows(np.concatenate(embs), owner, len(audio))
 
@@ -84,6 +90,6 @@ class HFClapScorer(ClapScorer):
         import torch
 
         tokens = self._processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision():
             emb = self._features(self._model.get_text_features(**tokens.to(self.device)))
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()

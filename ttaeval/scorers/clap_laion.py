@@ -163,13 +163,18 @@ class LaionClapScorer(ClapScorer):
     batch_size: int = 8
     """Windows per forward pass."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
     _module: object = field(init=False, repr=False, default=None)
     _tokenizer: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:laion crop must be 'windows' or 'random', got {self.crop!r}")
+        self.bind_device()
         # paths first: importing laion_clap fetches tokenizers from the hub (minutes of retries offline)
         path = weights_file(self.checkpoint or self._cached_checkpoint(), "clap:laion", "set checkpoint=PATH")
         with hub_offline():
@@ -245,7 +250,9 @@ class LaionClapScorer(ClapScorer):
         with torch.inference_mode():
             for s in range(0, len(pieces), self.batch_size):
                 batch = [self._features(x) for x in pieces[s : s + self.batch_size]]
-                embs.append(self._module.model.get_audio_embedding(batch).float().cpu().numpy())
+                with self.precision():
+                    emb = self._module.model.get_audio_embedding(batch)
+                embs.append(emb.float().cpu().numpy())  # pool_windows normalises again, in float64
         return pool_windows(np.concatenate(embs), owner, len(audio))
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -255,6 +262,8 @@ class LaionClapScorer(ClapScorer):
         # same embeddings (padded positions are masked; differences are float rounding, < 1e-6)
         # at a fraction of the cost.
         tokens = self._tokenizer(texts, padding=True, truncation=True, max_length=77, return_tensors="pt")
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision():
             emb = self._module.model.get_text_embedding(dict(tokens))
+        if self.dtype != "float32":  # normalised in the autocast dtype: again in float32
+            return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
         return emb.float().cpu().numpy()

@@ -30,13 +30,20 @@ class ClapMiniScorer(ClapScorer):
     """clap-mini safetensors; None = the weights shipped in the package."""
     batch_size: int = 32
     """Clips per forward pass (no effect on the numbers beyond float rounding)."""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
     model: ClapMini = field(init=False, repr=False)
 
     default_checkpoint: ClassVar[Path] = DEFAULT_CHECKPOINT
 
     def __post_init__(self) -> None:
+        self.bind_device()
         path = Path(self.checkpoint) if self.checkpoint else self.default_checkpoint
-        self.model = load_clap_mini(path)
+        self.model = load_clap_mini(path).to(self.device)
         self._digest = weights_digest(path)
 
     def identity_options(self) -> dict[str, object]:
@@ -44,11 +51,11 @@ class ClapMiniScorer(ClapScorer):
 
     def embed_audio(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
-            return self.model.embed_audio(list(audio), batch_size=self.batch_size)
+            return self.model.embed_audio(list(audio), batch_size=self.batch_size, dtype=self.dtype)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
-            return self.model.embed_text(texts).numpy()
+            return self.model.embed_text(texts, dtype=self.dtype).cpu().numpy()
 
 
 @dataclass

@@ -108,13 +108,18 @@ class MsClapScorer(ClapScorer):
     batch_size: int = 8
     """Windows per forward pass."""
     device: str = "cpu"
-    """torch device."""
+    """torch device: cpu, cuda, cuda:N, or auto (the local GPU, else the CPU; resolved once when the
+    model loads; under torchrun, cuda means cuda:LOCAL_RANK)."""
+    dtype: str = "float32"
+    """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
+    with float32 weights; outputs are float32. Part of the id when not float32."""
     _model: object = field(init=False, repr=False, default=None)
     _tokenizer: object = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if self.crop not in ("windows", "random"):
             raise ValueError(f"clap:msclap crop must be 'windows' or 'random', got {self.crop!r}")
+        self.bind_device()
         path = weights_file(self.checkpoint, "clap:msclap", "set checkpoint=PATH to CLAP_weights_2023.pth")
         with hub_offline():  # local files only: no request to the hub, even where it cannot be reached
             self._load(path)
@@ -182,7 +187,8 @@ class MsClapScorer(ClapScorer):
         with torch.inference_mode():
             for s in range(0, len(pieces), self.batch_size):
                 batch = np.stack([self._fit(x) for x in pieces[s : s + self.batch_size]])
-                emb = self._model.audio_encoder(torch.from_numpy(batch).to(self.device))[0]
+                with self.precision():
+                    emb = self._model.audio_encoder(torch.from_numpy(batch).to(self.device))[0]
                 embs.append(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
         return pool_windows(np.concatenate(embs), owner, len(audio))
 
@@ -198,6 +204,6 @@ class MsClapScorer(ClapScorer):
             return_tensors="pt",
         )
         inputs = {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision():
             emb = self._model.caption_encoder(inputs)
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
