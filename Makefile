@@ -30,12 +30,13 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15
 
 # The main job on the mini world: generate (stand-in systems) -> score (mini scorers) -> leaderboard
-# on the terminal -> report on disk (demo_out/report/report.html).
+# on the terminal -> the report, regenerated in place (reports/demo/report.html: kept in the repository,
+# so the worked example always matches the shipped weights; tests/test_report_digests.py checks it).
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
 	$(BIN)/ttaeval run --config benchmarks/configs/demo.toml --quiet
 	$(BIN)/ttaeval leaderboard $(DEMO)/run --baseline clean --format md -o $(DEMO)/leaderboard.md
-	$(BIN)/ttaeval report $(DEMO)/run --out $(DEMO)/report --baseline clean --title "ttaeval demo: the mini world"
+	$(BIN)/ttaeval report $(DEMO)/run --out reports/demo --baseline clean --title "ttaeval demo: the mini world"
 	sed -n -e '1,/^$$/p' -e '/^#### Efficiency/,/^Machine-dependent/p' $(DEMO)/leaderboard.md
 
 # Every benchmark script against its anchor, then benchmarks/RESULTS.md from their rows (issue 9).

@@ -9,6 +9,7 @@ distributions over prompts.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -187,10 +188,12 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
     doc.heading("Manifest")
     systems = store.systems()
     spec = dict(zip(systems["system"], systems["spec"]))
+    weights = {s: weights_cited(json.loads(i)) for s, i in zip(systems["system"], systems["identity"])}
     cfg_systems = config.get("systems") or {}
     names = sorted(set(store.clips()["system"]))
-    rows = [[s, spec.get(s) or cfg_systems.get(s, "(scored folder)")] for s in names]
-    doc.block(_md_table(["system", "generator"], rows), html.table(["system", "generator"], rows))
+    rows = [[s, spec.get(s) or cfg_systems.get(s, "(scored folder)"), weights.get(s) or "–"] for s in names]
+    header = ["system", "generator", "weights (digest)"]
+    doc.block(_md_table(header, rows), html.table(header, rows))
     facts = [
         ["suite", str(config.get("suite", "–"))],
         ["prompts", str(len(store.prompts()))],
@@ -215,6 +218,16 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
         _md_table(["run", "started", "command"], commands),
         html.table(["run", "started", "command"], commands),
     )
+
+
+DIGEST_KEYS = ("checkpoint", "pipeline")
+"""Where a generator's identity holds the digest of its weights (``resonate``/``tangoflux``,
+``diffusers``): what a report cites, so a test can tell when shipped weights no longer match."""
+
+
+def weights_cited(identity: dict) -> str:
+    """The weights digest(s) in a system's identity, as the manifest prints them (``KEY=DIGEST``)."""
+    return ", ".join(f"{k}={identity[k]}" for k in DIGEST_KEYS if identity.get(k))
 
 
 def _protocol_id(name: object) -> str:
