@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
+from ttaeval.metrics.stats import holm
 from ttaeval.report import html
 from ttaeval.report.markdown import md_code, md_text
 from ttaeval.report.report import Section, frame_markdown, write_report
@@ -27,8 +29,8 @@ from ttaeval.report.tables import paired_table
 from ttaeval.runner import RunConfig, run
 from ttaeval.store import RunStore
 
-VERDICTS = {"better": "supported", "worse": "contradicted", "no difference": "not shown"}
-"""How a paired verdict (system vs baseline, in the metric's direction) reads for a claim."""
+ALPHA = 0.05
+"""The claims' family-wise error rate (Holm over the claims table)."""
 
 
 @dataclass(frozen=True)
@@ -133,17 +135,35 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     return out
 
 
+def claim_verdict(diff: float, low: float, high: float, p_holm: float, higher_is_better: bool | None) -> str:
+    """What a paired difference says of "system beats baseline" on a metric, read in the metric's
+    direction: supported (or contradicted) only when the Holm-corrected p is below ``ALPHA`` *and*
+    the CI lies wholly on that side of 0; when one says so and the other does not, not shown, with
+    why. A metric without a direction supports nothing."""
+    if higher_is_better is None:
+        return "not shown (the metric has no better direction)"
+    significant = bool(np.isfinite(p_holm) and p_holm < ALPHA)
+    side = 1 if low > 0 else -1 if high < 0 else 0  # where the CI lies, if clear of 0
+    if not significant and not side:
+        return "not shown"
+    if not significant or not side:
+        return "not shown (CI and corrected p disagree)"
+    better = (side > 0) == bool(higher_is_better)
+    return "supported" if better else "contradicted"
+
+
 def claims_table(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
     """One row per claim, read from ``paired`` (baseline -> ``paired_table``): the paired
-    difference (system − baseline) with its CI, p, n and what the verdict means for the claim
-    (supported / contradicted / not shown)."""
-    rows = []
+    difference (system − baseline) with its CI, p, the Holm-corrected p over all the claims, n and
+    the verdict (``claim_verdict``: supported / contradicted / not shown)."""
+    rows, found = [], []
     for claim in cfg.claims:
         match = paired[claim.baseline]
         match = match[(match["system"] == claim.system) & (match["metric"] == claim.metric)]
         if match.empty:
             raise ValueError(f"claim {claim.text!r}: no paired result for {claim.system} on {claim.metric}")
         r = match.iloc[0]
+        found.append(r)
         rows.append(
             {
                 "claim": claim.text,
@@ -151,11 +171,19 @@ def claims_table(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.Data
                 "metric": _mark(claim.metric, claim.system, cfg),
                 "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
                 "p": float(r["p_value"]),
+                "p (Holm)": np.nan,
                 "n": int(r["n"]),
-                "verdict": VERDICTS.get(r["verdict"], r["verdict"]),
+                "verdict": "",
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if rows:
+        table["p (Holm)"] = holm(table["p"].to_numpy())
+        table["verdict"] = [
+            claim_verdict(r["diff"], r["ci_low"], r["ci_high"], p, r["higher_is_better"])
+            for r, p in zip(found, table["p (Holm)"])
+        ]
+    return table
 
 
 def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
@@ -168,13 +196,17 @@ def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFra
         trained = set(cfg.trained_on[system])
         up = part[part["metric"].isin(trained) & (part["verdict"] == "better")]
         down = part[~part["metric"].isin(trained) & (part["verdict"] == "worse")]
+        if len(down):  # every held-out metric is looked at, whether or not the trained one rose
+            verdict = "yes" if len(up) else "held-out metrics worse, training reward not better"
+        else:
+            verdict = "no"
         rows.append(
             {
                 "system": system,
                 "training reward(s)": ", ".join(sorted(trained)),
                 "trained metric better": ", ".join(up["metric"]) or "none",
                 "held-out metrics worse": ", ".join(down["metric"]) or "none",
-                "reward hacking": "yes" if len(up) and len(down) else "no",
+                "reward hacking": verdict,
             }
         )
     return pd.DataFrame(rows)
@@ -231,9 +263,12 @@ def _mark(metric: str, system: str, cfg: CompareConfig) -> str:
 def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig) -> Section:
     note = (
         "Each claim is read from the paired difference over prompts (system − baseline, per-prompt "
-        "means, 95% percentile-bootstrap CI, sign-flip permutation p): supported when p < 0.05 in the "
-        "metric's direction, contradicted when p < 0.05 against it, not shown otherwise. Metrics marked "
-        "'training reward' are what that system was optimised for; the others are held out."
+        "means, 95% percentile-bootstrap CI, sign-flip permutation p), the p-values Holm-corrected over "
+        "the claims: supported when the corrected p < 0.05 and the CI lies wholly on the metric's "
+        "better side of 0, contradicted when both say the other way, not shown otherwise (and when "
+        "the two disagree). Metrics marked 'training reward' are what that system was optimised for; "
+        "the others are held out. The reward hacking check lists every held-out metric that got worse, "
+        "whether or not the training reward rose."
     )
     hacking_title = f"Reward hacking check against {md_code(cfg.baseline)}:"
     md = "\n".join([note, "", frame_markdown(claims), hacking_title, "", frame_markdown(hacking)])

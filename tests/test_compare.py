@@ -80,3 +80,31 @@ def test_a_claim_without_a_result_is_an_error_naming_it(tmp_path):
     )
     with pytest.raises(ValueError, match="claim 'x': no paired result for tuned on nope/nope"):
         compare(cfg)
+
+
+def test_claims_need_the_holm_corrected_p_and_the_ci_to_agree():
+    from resonate_train.compare import claim_verdict
+
+    assert claim_verdict(0.02, 0.01, 0.03, 0.01, True) == "supported"
+    assert claim_verdict(0.02, 0.01, 0.03, 0.01, False) == "contradicted"  # lower is better: worse
+    assert claim_verdict(-0.02, -0.03, -0.01, 0.01, False) == "supported"
+    assert claim_verdict(0.02, -0.001, 0.03, 0.01, True) == "not shown (CI and corrected p disagree)"
+    assert claim_verdict(0.02, 0.01, 0.03, 0.08, True) == "not shown (CI and corrected p disagree)"
+    assert claim_verdict(0.001, -0.01, 0.01, 0.6, True) == "not shown"
+    assert claim_verdict(0.02, 0.01, 0.03, 0.001, None).startswith("not shown (the metric has no")
+
+
+def test_the_claims_table_corrects_its_p_values_over_every_claim(tmp_path):
+    import pandas as pd
+
+    from resonate_train.compare import Claim, claims_table
+
+    rows = [  # three claims each at p = 0.02 alone: after Holm over three, none is below 0.05
+        {"system": s, "metric": "m", "higher_is_better": True, "diff": 0.1, "ci_low": 0.01,
+         "ci_high": 0.2, "p_value": 0.02, "n": 30, "verdict": "better"}
+        for s in ("a", "b", "c")
+    ]  # fmt: skip
+    cfg = _config(tmp_path, claims=[Claim(f"{s} wins", s, "base", "m") for s in "abc"])
+    table = claims_table({"base": pd.DataFrame(rows)}, cfg)
+    assert table["p (Holm)"].tolist() == pytest.approx([0.06, 0.06, 0.06])
+    assert set(table["verdict"]) == {"not shown (CI and corrected p disagree)"}

@@ -95,3 +95,13 @@ def test_correlations_drop_nan_pairs_and_are_seeded():
     assert est == correlation(x, y, "KTAU", seed=1)  # same seed, same interval
     assert est.low <= est.mean <= est.high
     assert math.isnan(correlation(x, np.ones_like(x), "LCC").mean)  # a constant side has no correlation
+
+
+def test_holm_adjusts_step_down_and_leaves_missing_p_values_out():
+    from ttaeval.metrics.stats import holm
+
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, float("nan")])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02])  # m = 4: the NaN is not a test
+    assert np.isnan(adjusted[4])
+    assert holm([0.5, 0.9]).tolist() == [1.0, 1.0]
+    assert holm([]).shape == (0,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,3 +177,17 @@ def correlation(
         (float(q) for q in np.quantile(draws, [alpha, 1 - alpha])) if draws.size else (math.nan, math.nan)
     )
     return Estimate(float(stat(a, b)), low, high, int(a.size), level)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (family-wise error control without
+    independence): the k-th smallest of m is multiplied by m - k + 1, then made monotone and capped
+    at 1. NaN p-values (no data) stay NaN and do not count towards m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m, running = len(finite), 0.0
+    for rank, i in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
