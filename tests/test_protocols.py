@@ -21,9 +21,25 @@ def test_robustness_ratio_per_perturbation():
     ]
     scores = {"p1": 0.5, "p2": 0.4, "p3": 0.25, "p4": 0.4, "p5": 0.45, "p6": math.nan}
     out = robustness_ratios(scores, prompts)
-    assert out["uppercase"] == (0.5, 1)
-    assert out["space"][0] == pytest.approx((1.0 + 0.9) / 2) and out["space"][1] == 2
-    assert math.isnan(out["punctuate"][0]) and out["punctuate"][1] == 0
+    assert out["uppercase"] == (0.5, 1, "")
+    assert out["space"].value == pytest.approx((1.0 + 0.9) / 2) and out["space"].n == 2
+    assert math.isnan(out["punctuate"].value) and out["punctuate"] == (
+        out["punctuate"].value,
+        0,
+        "no scored pair",
+    )
+
+
+def test_a_ratio_to_a_score_near_or_below_zero_is_left_out_and_said_so():
+    prompts = [Prompt(f"s{i}", "x") for i in range(4)] + [
+        Prompt(f"p{i}", "X", attributes={"perturbation_type": kind, "notes": f"s{i}"})
+        for i, kind in enumerate(["case", "case", "space", "space"])
+    ]
+    # cosines: s1's 0.003 would make p1's ratio 67; s2 and s3 are at or below 0
+    scores = {"s0": 0.4, "s1": 0.003, "s2": -0.05, "s3": 0.0, "p0": 0.3, "p1": 0.2, "p2": 0.1, "p3": 0.2}
+    out = robustness_ratios(scores, prompts)
+    assert out["case"] == (pytest.approx(0.75), 1, "1 of 2 pairs left out: score near or below 0")
+    assert math.isnan(out["space"].value) and out["space"].note == "n/a: 2 of 2 pairs score near or below 0"
 
 
 def test_tta_bench_notes_name_sources_by_number(shared_data):

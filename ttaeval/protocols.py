@@ -22,6 +22,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -52,26 +53,69 @@ def source_id(perturbed: Prompt, ids: Iterable[str]) -> str | None:
     return None
 
 
-def robustness_ratios(scores: Mapping[str, float], prompts: Iterable[Prompt]) -> dict[str, tuple[float, int]]:
-    """Per perturbation type: mean of score(perturbed) / score(source), and how many pairs.
+class Ratio(NamedTuple):
+    """A robustness ratio: its value (NaN: n/a), the pairs it averages, and why pairs were left out
+    or the ratio is n/a ('' when every pair counted)."""
 
-    Pairs where either score is missing (NaN) or the source score is 0 are left out and not
-    counted; a perturbation with no usable pair gets NaN.
+    value: float
+    n: int
+    note: str = ""
+
+
+NEAR_ZERO = 0.1
+"""A source score below this share of the metric's typical (median positive) score, or not above
+0, makes a ratio meaningless (a cosine of 0.003 turns a perturbed 0.2 into 67): such pairs are
+left out."""
+
+
+def near_zero_floor(values: Iterable[float]) -> float:
+    """``NEAR_ZERO`` times the median of the positive finite ``values``: source scores below it are
+    too close to 0 for a ratio (infinite when there is no positive value)."""
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    return NEAR_ZERO * float(np.median(positive)) if positive else math.inf
+
+
+def robustness_ratios(
+    scores: Mapping[str, float], prompts: Iterable[Prompt], floor: float | None = None
+) -> dict[str, Ratio]:
+    """Per perturbation type: mean of score(perturbed) / score(source) over the pairs, how many, and
+    a note on what was left out.
+
+    Pairs where either score is missing (NaN) are not counted. A ratio means something only for a
+    score that is positive and not near 0: pairs whose source score is below ``floor`` (default:
+    ``near_zero_floor`` of these scores; give the metric's own, from every system, so a weak system
+    is not measured against its own near-zero scores) or not above 0, or whose perturbed score is
+    negative, are left out and said so; when that leaves fewer than half of the scored pairs, the
+    ratio is n/a (NaN) with the reason. A perturbation with no scored pair is NaN too.
     """
     prompts = list(prompts)
     ids = [p.id for p in prompts]
-    ratios: dict[str, list[float]] = defaultdict(list)
+    pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for p in prompts:
         kind = p.attributes.get("perturbation_type")
         if not kind:
             continue
         src = source_id(p, ids)
         a, b = scores.get(p.id, math.nan), scores.get(src, math.nan) if src else math.nan
-        if math.isfinite(a) and math.isfinite(b) and b != 0:
-            ratios[kind].append(a / b)
+        pairs.setdefault(kind, [])  # a perturbation with no scored pair still gets its (NaN) row
+        if math.isfinite(a) and math.isfinite(b):
+            pairs[kind].append((a, b))
+    if floor is None:
+        floor = near_zero_floor(b for kinds in pairs.values() for _, b in kinds)
+    out = {}
+    for kind, scored in pairs.items():
+        usable = [a / b for a, b in scored if b > 0 and b >= floor and a >= 0]
+        left = len(scored) - len(usable)
+        if not scored:
+            out[kind] = Ratio(math.nan, 0, "no scored pair")
+        elif len(usable) * 2 < len(scored):
+            out[kind] = Ratio(
+                math.nan, len(usable), f"n/a: {left} of {len(scored)} pairs score near or below 0"
+            )
         else:
-            ratios.setdefault(kind, [])
-    return {k: (float(np.mean(v)) if v else math.nan, len(v)) for k, v in ratios.items()}
+            note = f"{left} of {len(scored)} pairs left out: score near or below 0" if left else ""
+            out[kind] = Ratio(float(np.mean(usable)), len(usable), note)
+    return out
 
 
 def fairness_score(group_means: Mapping[str, float]) -> float:
@@ -98,15 +142,20 @@ FAIRNESS_FAMILIES = {
 
 
 def tta_bench_summary(
-    scores: pd.DataFrame, prompts: Iterable[Prompt], metrics: Sequence[str]
+    scores: pd.DataFrame,
+    prompts: Iterable[Prompt],
+    metrics: Sequence[str],
+    ratio_metrics: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """TTA-Bench's tables from per-clip scores (columns ``system``, ``prompt_id`` and ``metrics``).
 
-    Long table, one row per system, section, group and metric with ``value`` and ``n`` (prompts):
-    ``dimension`` (mean per dimension), ``event_count`` and ``event_relation`` (accuracy prompts by
-    attribute), ``robustness`` (mean ratio perturbed / source per perturbation type, both from the
-    same system) and ``fairness`` (FS per family of groups, lower = fairer). Samples of one prompt
-    are averaged first; NaN scores are left out.
+    Long table, one row per system, section, group and metric with ``value``, ``n`` (prompts) and
+    ``note`` (what was left out, or why a value is n/a): ``dimension`` (mean per dimension),
+    ``event_count`` and ``event_relation`` (accuracy prompts by attribute), ``robustness`` (mean
+    ratio perturbed / source per perturbation type, both from the same system; only for
+    ``ratio_metrics`` when given: scores whose ratio means something, not signal checks) and
+    ``fairness`` (FS per family of groups, lower = fairer). Samples of one prompt are averaged
+    first; NaN scores are left out.
     """
     prompts = list(prompts)
     info = pd.DataFrame(
@@ -121,6 +170,7 @@ def tta_bench_summary(
         }
     )
     rows = []
+    floors = {m: near_zero_floor(scores.groupby(["system", "prompt_id"])[m].mean()) for m in metrics}
     for system, frame in scores.groupby("system", sort=True):
         per_prompt = (
             frame.groupby("prompt_id")[list(metrics)].mean().reset_index().merge(info, on="prompt_id")
@@ -134,18 +184,19 @@ def tta_bench_summary(
                 )
                 for group, values in part.groupby(section, sort=True)[metric]:
                     rows.append(
-                        (system, section, str(group), metric, values.mean(), int(values.notna().sum()))
+                        (system, section, str(group), metric, values.mean(), int(values.notna().sum()), "")
                     )
             by_id = dict(zip(per_prompt["prompt_id"], per_prompt[metric]))
-            for kind, (ratio, n) in sorted(robustness_ratios(by_id, prompts).items()):
-                rows.append((system, "robustness", kind, metric, ratio, n))
+            if ratio_metrics is None or metric in ratio_metrics:
+                for kind, r in sorted(robustness_ratios(by_id, prompts, floors[metric]).items()):
+                    rows.append((system, "robustness", kind, metric, r.value, r.n, r.note))
             fair = per_prompt[per_prompt["dimension"] == "fairness"]
             for family, tags in FAIRNESS_FAMILIES.items():
                 groups = {t: fair.loc[fair["notes"] == t, metric].mean() for t in tags}
                 n = int(fair.loc[fair["notes"].isin(tags), metric].notna().sum())
                 if n:
-                    rows.append((system, "fairness", family, metric, _fairness_or_nan(groups), n))
-    return pd.DataFrame(rows, columns=["system", "section", "group", "metric", "value", "n"])
+                    rows.append((system, "fairness", family, metric, _fairness_or_nan(groups), n, ""))
+    return pd.DataFrame(rows, columns=["system", "section", "group", "metric", "value", "n", "note"])
 
 
 def _fairness_or_nan(groups: Mapping[str, float]) -> float:

@@ -32,6 +32,7 @@ from ttaeval.report.tables import (
     metric_directions,
     paired_table,
     tta_bench_table,
+    tta_cell,
 )
 from ttaeval.store import RunStore
 
@@ -141,14 +142,16 @@ def write_report(
         special = tta[tta["section"].isin(["robustness", "fairness"])] if not tta.empty else tta
         if not special.empty:
             doc.heading("Robustness and fairness (TTA-Bench)")
-            wide = special.pivot_table(
-                index=["section", "group", "metric"], columns="system", values="value", aggfunc="first"
+            cells = special.assign(cell=special.apply(tta_cell, axis=1))
+            wide = cells.pivot_table(
+                index=["section", "group", "metric"], columns="system", values="cell", aggfunc="first"
             ).reset_index()
             doc.block(frame_markdown(wide), html.frame_table(wide))
             doc.para(
                 "robustness: mean ratio of a perturbed prompt's score to its source prompt's "
-                "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) "
-                "(lower = fairer)."
+                "(1 = unaffected), for scores where higher is better; pairs whose source scores near or "
+                "below 0 are left out (n/a when most do); fairness: FS = mean over group pairs of "
+                "100·|a−b|/max(a,b) (lower = fairer)."
             )
         if scored:
             figures.append(_distributions(table, scored, fig_dir / "distributions.png"))

@@ -363,7 +363,9 @@ def tta_bench_table(store: RunStore) -> pd.DataFrame:
         Prompt(r["prompt_id"], r["text"], r["dimension"], json.loads(r["attributes"]))
         for _, r in store.prompts().iterrows()
     ]
-    return tta_bench_summary(table, prompts, metrics)
+    directions = metric_directions(store)  # a ratio means something for scores where higher is better
+    ratio_metrics = [m for m in metrics if directions.get(m) is True]
+    return tta_bench_summary(table, prompts, metrics, ratio_metrics)
 
 
 def tta_bench_markdown(summary: pd.DataFrame) -> str:
@@ -380,15 +382,25 @@ def tta_bench_markdown(summary: pd.DataFrame) -> str:
         ]
         out.append("|" + "---|" * (2 + len(systems)))
         for (section, group), rows in part.groupby(["section", "group"], sort=False):
-            cells = {r["system"]: f"{fmt(r['value'])} (n={r['n']})" for _, r in rows.iterrows()}
+            cells = {r["system"]: tta_cell(r) for _, r in rows.iterrows()}
             values = [section, group, *(cells.get(s, "–") for s in systems)]
             out.append("| " + " | ".join(map(md_text, values)) + " |")
         out.append("")
     out.append(
         "dimension/attribute rows: mean over prompts; robustness: mean ratio perturbed/source "
-        "(1 = unaffected); fairness: FS = mean over group pairs of 100·|a−b|/max(a,b) (lower = fairer)."
+        "(1 = unaffected), for scores where higher is better, pairs whose source scores near or "
+        "below 0 left out (n/a when most do); fairness: FS = mean over group pairs of "
+        "100·|a−b|/max(a,b) (lower = fairer)."
     )
     return "\n".join(out) + "\n"
+
+
+def tta_cell(row: pd.Series) -> str:
+    """A TTA-Bench value with its n, or n/a with the reason; a note says what was left out."""
+    note = row.get("note") or ""
+    if not np.isfinite(row["value"]):
+        return note if note.startswith("n/a") else f"n/a ({note})" if note else "n/a"
+    return f"{fmt(row['value'])} (n={row['n']}" + (f"; {note})" if note else ")")
 
 
 def human_correlations(
