@@ -33,7 +33,13 @@ class SignalScorer(Scorer):
         MetricSpec("loudness_lufs", None, (-math.inf, 10.0), "integrated loudness, ITU-R BS.1770-4"),
         MetricSpec("peak", None, (0.0, math.inf), "max absolute sample value"),
         MetricSpec("clipping_ratio", False, (0.0, 1.0), "fraction of samples in flat runs at the peak"),
-        MetricSpec("silence_ratio", False, (0.0, 1.0), "fraction of frames below the silence level"),
+        MetricSpec(
+            "silence_ratio",
+            None,
+            (0.0, 1.0),
+            "fraction of frames below the silence level (descriptive: a prompt may ask for pauses, "
+            "and noise fills them, so less silence is not better)",
+        ),
         MetricSpec("dc_offset", False, (0.0, math.inf), "largest absolute channel mean"),
         MetricSpec("duration_s", None, (0.0, math.inf), "length in seconds"),
     )
