@@ -78,6 +78,10 @@ class CompareConfig:
     """System name -> the leaderboard columns it was trained on (marked as training rewards)."""
     claims: list[Claim] = field(default_factory=list)
     """The claims under test."""
+    dependent_dimensions: list[str] = field(default_factory=lambda: ["robustness"])
+    """Prompt dimensions left out of the claims' pooled test: robustness prompts are perturbations
+    of other prompts of the suite, not independent draws, so they would count a prompt several
+    times. Every dimension, these included, is still shown apart (the claims per dimension)."""
     discussion: str = ""
     """The study author's reading of the results (plain paragraphs, blank-line separated), shown
     after the claims. It should cite the tables rather than repeat numbers, so a re-run that moves a
@@ -112,9 +116,17 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     (out / "figures").mkdir(parents=True, exist_ok=True)
     baselines = dict.fromkeys([cfg.baseline, *(c.baseline for c in cfg.claims)])
     with RunStore(cfg.run_dir) as store:
-        paired = {b: paired_table(store, b) for b in baselines}
+        prompts = store.prompts()
+        independent = prompts.loc[~prompts["dimension"].isin(cfg.dependent_dimensions), "prompt_id"]
+        paired = {b: paired_table(store, b, prompt_ids=independent) for b in baselines}
+        per_dimension = {b: paired_table(store, b, by="dimension") for b in baselines}
     sections = [
-        _claims_section(claims_table(paired, cfg), reward_hacking_table(paired[cfg.baseline], cfg), cfg)
+        _claims_section(
+            claims_table(paired, cfg),
+            reward_hacking_table(paired[cfg.baseline], cfg),
+            cfg,
+            claims_by_dimension(per_dimension, cfg),
+        )
     ]
     if cfg.discussion.strip():
         paragraphs = [" ".join(p.split()) for p in cfg.discussion.strip().split("\n\n")]
@@ -184,6 +196,29 @@ def claims_table(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.Data
             for r, p in zip(found, table["p (Holm)"])
         ]
     return table
+
+
+def claims_by_dimension(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
+    """Each claim's paired difference within each prompt dimension (``paired``: baseline ->
+    ``paired_table(..., by="dimension")``), with n; dependent dimensions marked. Descriptive: the
+    verdicts are the pooled table's."""
+    rows = []
+    for claim in cfg.claims:
+        part = paired[claim.baseline]
+        part = part[(part["system"] == claim.system) & (part["metric"] == claim.metric)]
+        for _, r in part.iterrows():
+            dependent = r["group"] in cfg.dependent_dimensions
+            rows.append(
+                {
+                    "claim": claim.text,
+                    "dimension": f"{r['group']} (perturbations: not independent)"
+                    if dependent
+                    else r["group"],
+                    "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                    "n": int(r["n"]),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def reward_hacking_table(paired: pd.DataFrame, cfg: CompareConfig) -> pd.DataFrame:
@@ -260,7 +295,9 @@ def _mark(metric: str, system: str, cfg: CompareConfig) -> str:
     return f"{metric} (training reward)" if metric in cfg.trained_on.get(system, ()) else metric
 
 
-def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig) -> Section:
+def _claims_section(
+    claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig, by_dimension: pd.DataFrame
+) -> Section:
     note = (
         "Each claim is read from the paired difference over prompts (system − baseline, per-prompt "
         "means, 95% percentile-bootstrap CI, sign-flip permutation p), the p-values Holm-corrected over "
@@ -270,10 +307,20 @@ def _claims_section(claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareCon
         "the others are held out. The reward hacking check lists every held-out metric that got worse, "
         "whether or not the training reward rose."
     )
+    if cfg.dependent_dimensions:
+        note += (
+            f" The pooled test leaves out the {', '.join(cfg.dependent_dimensions)} prompts (perturbations "
+            "of other prompts, not independent); the table after it shows every dimension apart."
+        )
     hacking_title = f"Reward hacking check against {md_code(cfg.baseline)}:"
-    md = "\n".join([note, "", frame_markdown(claims), hacking_title, "", frame_markdown(hacking)])
+    dims = "Each claim per prompt dimension (descriptive):"
+    md = "\n".join(
+        [note, "", frame_markdown(claims), dims, "", frame_markdown(by_dimension), hacking_title, "",
+         frame_markdown(hacking)]
+    )  # fmt: skip
     body = (
         f"<p>{escape(note)}</p>{html.frame_table(claims)}"
+        f"<p>{escape(dims)}</p>{html.frame_table(by_dimension)}"
         f"<p>Reward hacking check against <code>{escape(cfg.baseline)}</code>:</p>"
         f"{html.frame_table(hacking)}"
     )

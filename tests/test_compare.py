@@ -108,3 +108,21 @@ def test_the_claims_table_corrects_its_p_values_over_every_claim(tmp_path):
     table = claims_table({"base": pd.DataFrame(rows)}, cfg)
     assert table["p (Holm)"].tolist() == pytest.approx([0.06, 0.06, 0.06])
     assert set(table["verdict"]) == {"not shown (CI and corrected p disagree)"}
+
+
+def test_pooled_claims_leave_out_perturbations_and_every_dimension_is_shown_apart(tmp_path):
+    from ttaeval.io.prompts import load_prompts
+
+    prompts = load_prompts("synth:demo")
+    dims = {d: sum(p.dimension == d for p in prompts) for d in {p.dimension for p in prompts}}
+    assert dims.get("robustness") and len(dims) > 1
+    cfg = _config(tmp_path, suite="synth:demo", limit=None, scorers=["clap:mini"], claims=[
+        {"text": "tuning raises the CLAP score", "system": "tuned", "baseline": "base", "metric": "clap/clap"}
+    ])  # fmt: skip
+    md = (compare(cfg) / "report.md").read_text()
+    pooled = next(x for x in md.splitlines() if x.startswith("| tuning raises the CLAP score | tuned"))
+    assert f"| {len(prompts) - dims['robustness']} |" in pooled  # n: the independent prompts only
+    assert "robustness (perturbations: not independent)" in md
+    for dim, n in dims.items():
+        row = next(x for x in md.splitlines() if x.startswith(f"| tuning raises the CLAP score | {dim}"))
+        assert row.endswith(f"| {n} |"), row

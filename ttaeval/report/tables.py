@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -173,12 +173,15 @@ def paired_table(
     level: float = 0.95,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    prompt_ids: Collection[str] | None = None,
 ) -> pd.DataFrame:
-    """Every other system against ``baseline``, per (group,) metric, on the prompts both answered:
-    mean difference (system − baseline) with its bootstrap CI, the paired sign-flip permutation
-    p-value, n, and ``verdict``: ``better``/``worse`` (direction-aware) when p < 1 − level, else
-    ``no difference``."""
+    """Every other system against ``baseline``, per (group,) metric, on the prompts both answered
+    (of ``prompt_ids`` when given): mean difference (system − baseline) with its bootstrap CI, the
+    paired sign-flip permutation p-value, n, and ``verdict``: ``better``/``worse``
+    (direction-aware) when p < 1 − level, else ``no difference``."""
     table = clip_table(store)
+    if prompt_ids is not None:
+        table = table[table["prompt_id"].isin(set(prompt_ids))]
     if baseline not in set(table["system"]):
         raise ValueError(
             f"baseline {baseline!r} is not a system of the run: {', '.join(sorted(set(table['system'])))}"
