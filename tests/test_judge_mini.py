@@ -217,3 +217,18 @@ def test_the_recipe_command_line_sets_config_fields_by_their_types():
     for bad in ("aqa_pairs=three", "independent_turns=maybe", "no_such_field=1", "lr"):
         with pytest.raises(SystemExit, match="--set"):
             _override(cfg, bad)
+
+
+def test_the_official_layout_puts_the_question_first_after_the_system_prompt():
+    from ttaeval.judge.hf import SYSTEM_PROMPTS
+    from ttaeval.scorers import get_scorer
+
+    default, official = get_scorer("judge:mini"), get_scorer("judge:mini,layout=official")
+    text = official.chat("Is a dog barking?")
+    system = text.index(SYSTEM_PROMPTS["qwen2-audio"])
+    assert system < text.index("Is a dog barking?") < text.index("<|AUDIO|>")
+    plain = default.chat("Is a dog barking?")
+    assert plain.index("<|AUDIO|>") < plain.index("Is a dog barking?") and "You are" not in plain
+    assert "layout" not in default.id and official.id == default.id.replace("@2,", "@2,layout=official,")
+    with pytest.raises(ValueError, match="layout must be one of audio-first, official"):
+        get_scorer("judge:mini,layout=text-first")

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -31,6 +32,16 @@ DEFAULT_CONTEXT = 8192
 """Positions assumed for a model whose config does not say (Qwen2-Audio's context)."""
 CUT = " ... "
 """What replaces the middle of a question cut to fit the model's context."""
+
+SYSTEM_PROMPTS = {
+    "qwen2-audio": "You are a helpful assistant.",
+    "qwen2.5-omni": (
+        "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of "
+        "perceiving auditory and visual inputs, as well as generating text and speech."
+    ),
+}
+"""Each family's own system prompt (its model card's), which the ``official`` layout sends."""
+LAYOUTS = ("audio-first", "official")
 
 FAMILY_OF_MODEL_TYPE = {
     "qwen2_audio": "qwen2-audio",
@@ -74,6 +85,7 @@ class HFJudgeScorer(JudgeScorer):
 
     backend = "hf"
     id_exclude = (*JudgeScorer.id_exclude, "question_batch", "max_text_tokens")
+    id_neutral: ClassVar[dict[str, object]] = {**JudgeScorer.id_neutral, "layout": "audio-first"}
 
     model: Path | None = None
     """Folder with the model and its processor (feature extractor, tokenizer, chat template)."""
@@ -87,6 +99,11 @@ class HFJudgeScorer(JudgeScorer):
     dtype: str = "float32"
     """Precision of the forward passes: "bfloat16" (or "float16" on GPUs) runs them under autocast
     with float32 weights; outputs are float32 (the softmax too). Part of the id when not float32."""
+    layout: str = "audio-first"
+    """How a question is put to the model: ``audio-first`` (the clip, then the question, no system
+    message of ours: how judge-mini was trained) or ``official`` (Resonate's judge: the question
+    text first, then the clip, after the family's system prompt, ``SYSTEM_PROMPTS``). The scores
+    are read the same way (AQAScore unchanged); the layout enters the id when not audio-first."""
     max_text_tokens: int = 0
     """Longest chat-template text given to the model, in tokens (the audio counted as its one
     placeholder token): a longer question is cut in the middle to fit; one whose template alone is
@@ -98,6 +115,10 @@ class HFJudgeScorer(JudgeScorer):
 
     def __post_init__(self) -> None:
         self.bind_device()
+        if self.layout not in LAYOUTS:
+            raise ValueError(
+                f"judge:{self.backend}: layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}"
+            )
         if self.model is None or not Path(self.model).is_dir():
             raise FileNotFoundError(
                 f"judge:{self.backend} model folder not found: {self.model} (set model=DIR)"
@@ -200,7 +221,12 @@ class HFJudgeScorer(JudgeScorer):
 
     def _render(self, question: str) -> str:
         audio_part = {"type": "audio", "audio_url": "clip"}
-        conversation = [{"role": "user", "content": [audio_part, {"type": "text", "text": question}]}]
+        text_part = {"type": "text", "text": question}
+        if self.layout == "official":
+            system = {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPTS[self.family]}]}
+            conversation = [system, {"role": "user", "content": [text_part, audio_part]}]
+        else:
+            conversation = [{"role": "user", "content": [audio_part, text_part]}]
         return self._processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
 
     def next_token_probs(self, audio: Sequence[np.ndarray], questions: Sequence[str]) -> np.ndarray:
