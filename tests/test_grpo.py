@@ -399,3 +399,22 @@ def test_the_three_recipes_recheck_scores_each_rerun_beside_its_shipped_checkpoi
         command = f"--config resonate_train/configs/{recipe}.toml --out runs/recheck/{recipe}"
         assert command in " ".join(text.split())
     assert len(recheck.systems) == 2 * len(recipes)
+
+
+@pytest.mark.parametrize("path", sorted([*CONFIGS.glob("grpo_*.toml"), *CONFIGS.glob("dpo_*.toml")]))
+def test_each_shipped_recipe_still_describes_the_run_that_made_its_checkpoint(path):
+    """A changed default (DPO's lr and pair steps became the official recipe's) must not silently
+    change a shipped recipe: loaded today, each gives the config its checkpoint was trained with
+    (fields added since, which the run did not have, aside)."""
+    from dataclasses import asdict
+
+    from resonate_train.dpo import DPOConfig
+
+    kind = "dpo" if path.name.startswith("dpo") else "grpo"
+    cfg = asdict((DPOConfig if kind == "dpo" else GRPOConfig).from_toml(path))
+    shipped = json.loads((CONFIGS.parent / "weights" / path.stem / f"{kind}_config.json").read_text())
+    if (
+        "rewards" in shipped
+    ):  # the judge these runs were trained with was renamed when judge-mini was retrained
+        shipped["rewards"] = [r.replace("judge:mini#", "judge:mini-v1#") for r in shipped["rewards"]]
+    assert {k: cfg[k] for k in shipped} == shipped
