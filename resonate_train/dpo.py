@@ -48,8 +48,7 @@ class DPOConfig:
     samples_per_prompt: int = 4
     """Samples per pair prompt (best vs worst)."""
     sample_steps: int = 25
-    """Euler steps when sampling pairs (the official recipe: 25, the sampler users get; the shipped
-    ``dpo_clap`` recipes used 10)."""
+    """Euler steps when sampling pairs (the official recipe's 25: the sampler users get)."""
     guidance: float = 4.5
     """Guidance when sampling pairs."""
     beta: float = 100.0
@@ -61,8 +60,7 @@ class DPOConfig:
     batch_size: int = 16
     """Pairs per step."""
     lr: float = 1e-5
-    """AdamW learning rate (the official offline DPO: 1e-5; the shipped ``dpo_clap`` recipes used
-    1e-4, and fell below the base model)."""
+    """AdamW learning rate (the official offline DPO's)."""
     online_every: int = 0
     """0: offline (pairs from the base once). N > 0: new pairs from the current policy every N steps."""
     seed: int = 0
