@@ -55,3 +55,21 @@ def weights_digest(path: Path, length: int = 16) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:length]
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt")
+
+
+def layout_digest(roots: list[Path], text_suffixes: tuple[str, ...] = (".json",)) -> str:
+    """A cheap digest of model folders: the content of their small text files (configs,
+    tokenizers) and the names and sizes of their weight files, so retrained weights saved into
+    the same folder name another model without hashing gigabytes (``weights_digest`` hashes all)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for root in roots:
+        for f in sorted(root.rglob("*")):
+            rel = f.relative_to(root).as_posix()
+            if f.suffix in text_suffixes:
+                digest.update(rel.encode() + f.read_bytes())
+            elif f.suffix in WEIGHT_SUFFIXES:
+                digest.update(f"{rel}:{f.stat().st_size}".encode())
+    return digest.hexdigest()

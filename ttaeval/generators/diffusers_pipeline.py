@@ -53,16 +53,10 @@ class DiffusersGenerator(Generator):
     def identity(self) -> dict[str, Any]:
         """Options plus a digest of the pipeline's configs and its weight files' names and sizes, so
         retrained weights saved into the same folder count as another generator."""
-        import hashlib
+        from ttaeval.checkpoints import layout_digest
 
-        digest = hashlib.blake2b(digest_size=8)
-        for f in sorted(self.path.rglob("*")):
-            if f.suffix == ".json":
-                digest.update(f.relative_to(self.path).as_posix().encode() + f.read_bytes())
-            elif f.suffix in (".safetensors", ".bin", ".pt", ".ckpt"):
-                digest.update(f"{f.relative_to(self.path).as_posix()}:{f.stat().st_size}".encode())
         ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
-        return {**ident, "pipeline": digest.hexdigest()}  # the content, wherever it lives or runs
+        return {**ident, "pipeline": layout_digest([self.path])}  # the content, wherever it lives or runs
 
     def _pipeline(self) -> Any:
         if self._pipe is None:

@@ -45,7 +45,6 @@ one message is filtered out while sampling.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ttaeval.checkpoints import layout_digest
 from ttaeval.generators import GenerationFailure, GenerationSettings, Generator
 from ttaeval.io.audio import Clip
 from ttaeval.io.prompts import Prompt
@@ -157,18 +157,10 @@ class TangoFluxGenerator(Generator):
         """Options plus a digest of the folder's configs and tokenizer files and its weight files'
         names and sizes, so retrained weights saved into the same folder count as another system."""
         if "_digest" not in self.__dict__:
-            digest = hashlib.blake2b(digest_size=8)
             roots = [self.path]
             if not self._text_encoder.is_relative_to(self.path):
                 roots.append(self._text_encoder)
-            for root in roots:
-                for f in sorted(root.rglob("*")):
-                    rel = f.relative_to(root).as_posix()
-                    if f.suffix in (".json", ".model", ".txt"):
-                        digest.update(rel.encode() + f.read_bytes())
-                    elif f.suffix in (".safetensors", ".bin", ".pt", ".ckpt"):
-                        digest.update(f"{rel}:{f.stat().st_size}".encode())
-            self.__dict__["_digest"] = digest.hexdigest()
+            self.__dict__["_digest"] = layout_digest(roots, (".json", ".model", ".txt"))
         ident = {k: v for k, v in super().identity.items() if k not in ("path", "device", "batch_size")}
         return {**ident, "checkpoint": self.__dict__["_digest"]}
 
