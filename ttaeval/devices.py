@@ -32,10 +32,6 @@ class Process:
     local_rank: int
     device: torch.device
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
 
 def dist_env() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) outside it."""
