@@ -88,11 +88,12 @@ def dpo(
     config: Annotated[Path | None, typer.Option("--config", help="TOML with DPOConfig's fields.")] = None,
     steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
     online_every: Annotated[int | None, typer.Option(help="Online variant: new pairs every N steps.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (pairs and batches).")] = None,
 ) -> None:
     """Flow-matching DPO on preference pairs sampled from the base model and ranked by a scorer."""
     from resonate_train.dpo import DPOConfig, DPOTrainer
 
-    overrides = {"base": base, "reward": reward, "steps": steps, "online_every": online_every}
+    overrides = {"base": base, "reward": reward, "steps": steps, "online_every": online_every, "seed": seed}
     cfg = (
         DPOConfig.from_toml(config, **overrides)
         if config

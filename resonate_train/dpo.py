@@ -63,6 +63,11 @@ class DPOConfig:
     """AdamW learning rate (the official offline DPO's)."""
     online_every: int = 0
     """0: offline (pairs from the base once). N > 0: new pairs from the current policy every N steps."""
+    pairs_from: str = ""
+    """An offline run folder whose pairs to train on instead of sampling them again (a sweep over
+    ``lr``, ``steps`` or ``sft_weight`` shares one set of pairs); its pair settings (``PAIR_FIELDS``)
+    must equal this config's. An offline run saves its pairs as ``pairs.safetensors`` and a resumed
+    run reads them back."""
     seed: int = 0
     """Seed: pairs and batches come from (seed, step)."""
     checkpoint_every: int = 50
@@ -79,6 +84,8 @@ class DPOConfig:
 
         check_device_name(self.device)
         resolve_dtype(self.dtype)
+        if self.pairs_from and self.online_every:
+            raise ValueError("pairs_from reuses offline pairs; online runs (online_every > 0) make their own")
         if self.online_every and self.checkpoint_every % self.online_every:
             raise ValueError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of online_every "
@@ -90,12 +97,52 @@ class DPOConfig:
         return config_from_toml(cls, path, **overrides)
 
 
+PAIR_FIELDS = (
+    "base",
+    "reward",
+    "prompts",
+    "prompt_limit",
+    "pair_prompts",
+    "samples_per_prompt",
+    "sample_steps",
+    "guidance",
+    "seed",
+)
+"""The fields that decide an offline run's pairs."""
+PAIRS_NAME = "pairs.safetensors"
+
+
 @dataclass
 class Pairs:
     winners: torch.Tensor  # normalised latents (P, T, C)
     losers: torch.Tensor
     texts: list[str]
     margin: torch.Tensor  # reward(winner) - reward(loser)
+
+    def save(self, path: Path, settings: dict) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {"winners": self.winners, "losers": self.losers, "margin": self.margin}
+        meta = {"settings": json.dumps(settings, sort_keys=True), "texts": json.dumps(self.texts)}
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, settings: dict) -> Pairs:
+        """The pairs saved at ``path``; a ``ValueError`` names each setting that differs."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in ("winners", "losers", "margin")}
+        saved = json.loads(meta.get("settings", "{}"))
+        differ = [
+            f"{k}: {saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v
+        ]
+        if differ:
+            raise ValueError(f"{path}: its pairs were made with other settings ({'; '.join(differ)})")
+        return cls(tensors["winners"], tensors["losers"], json.loads(meta["texts"]), tensors["margin"])
 
 
 class DPOTrainer:
@@ -114,6 +161,17 @@ class DPOTrainer:
         self.lock = lock_run(self.out)  # before reading the checkpoint
         self.step = load_state(self.out, self.policy, self.opt)
         self.pairs: Pairs | None = None
+        if not cfg.online_every:
+            settings = self.pair_settings()
+            source = Path(cfg.pairs_from) / PAIRS_NAME if cfg.pairs_from else self.out / PAIRS_NAME
+            if cfg.pairs_from and not source.is_file():
+                raise FileNotFoundError(f"pairs_from: {source} does not exist (an offline DPO run saves it)")
+            if source.is_file():
+                self.pairs = Pairs.load(source, settings)
+                self.log(f"pairs: {len(self.pairs.texts)} read from {source}")
+
+    def pair_settings(self) -> dict:
+        return {k: getattr(self.cfg, k) for k in PAIR_FIELDS}
 
     def make_pairs(self, round_: int) -> Pairs:
         """Sample, score and pair (offline: from the frozen reference; online: from the policy)."""
@@ -171,6 +229,9 @@ class DPOTrainer:
         cfg, start = self.cfg, time.perf_counter()
         if self.pairs is None or (cfg.online_every and self.step % cfg.online_every == 0):
             self.pairs = self.make_pairs(self.step // cfg.online_every if cfg.online_every else 0)
+            if not cfg.online_every:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self.pairs.save(self.out / PAIRS_NAME, self.pair_settings())
         rng = np.random.default_rng([cfg.seed, self.step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         idx = torch.from_numpy(rng.integers(len(self.pairs.texts), size=cfg.batch_size))

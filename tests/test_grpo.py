@@ -219,6 +219,39 @@ def test_dpo_pairs_rank_by_the_scorer_and_training_resumes_exactly(base, tmp_pat
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
 
 
+def test_dpo_runs_of_a_sweep_share_one_set_of_pairs_and_refuse_other_pair_settings(base, tmp_path):
+    from dataclasses import replace
+
+    from resonate_train.dpo import PAIRS_NAME, DPOConfig, DPOTrainer
+
+    cfg = DPOConfig(
+        base=str(base),
+        pair_prompts=3,
+        samples_per_prompt=2,
+        sample_steps=2,
+        steps=2,
+        batch_size=2,
+        reward="clap:mini",
+    )
+    DPOTrainer(cfg, tmp_path / "a", log=lambda _: None).train()
+    assert (tmp_path / "a" / PAIRS_NAME).is_file()
+
+    def no_sampling(self, round_):
+        raise AssertionError("pairs were sampled again")
+
+    reused = DPOTrainer(replace(cfg, pairs_from=str(tmp_path / "a")), tmp_path / "b", log=lambda _: None)
+    reused.make_pairs = no_sampling.__get__(reused)
+    reused.train()
+    for a, b in zip(_log(tmp_path / "a"), _log(tmp_path / "b")):  # same pairs, same lr: the same run
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    other_lr = DPOTrainer(replace(cfg, lr=1e-3, pairs_from=str(tmp_path / "a")), tmp_path / "c", log=print)
+    assert torch.equal(other_lr.pairs.winners, reused.pairs.winners)
+    with pytest.raises(ValueError, match=r"sample_steps: 2 there, 3 here"):
+        DPOTrainer(replace(cfg, sample_steps=3, pairs_from=str(tmp_path / "a")), tmp_path / "d")
+    with pytest.raises(FileNotFoundError, match="pairs_from"):
+        DPOTrainer(replace(cfg, pairs_from=str(tmp_path / "nowhere")), tmp_path / "e")
+
+
 def test_dpo_pair_prompts_beyond_the_prompt_limit_recur_evenly_with_new_noise(base, tmp_path):
     from collections import Counter
 
