@@ -139,6 +139,14 @@ def test_suites_carry_tta_bench_fields_and_are_deterministic():
     assert Counter(p.attributes["event_count"] for p in acc).keys() == {1, 2, 3}
 
 
+def test_validation_prompts_share_no_caption_with_training_or_evaluation_prompts():
+    val = load_prompts("synth:validation")
+    assert len(val) == len({p.id for p in val}) == 200 and val == load_prompts("synth:validation")
+    others = {p.text for p in (*load_prompts("synth:train"), *load_prompts("synth:all"))}
+    assert not any(p.text in others for p in val)
+    assert not any(is_held_out(Scene.from_dict(p.attributes["scene"])) for p in val)
+
+
 def test_generalization_holds_only_unseen_combinations():
     assert not any(is_held_out(Scene.from_dict(p.attributes["scene"])) for p in accuracy_suite())
     assert all(is_held_out(Scene.from_dict(p.attributes["scene"])) for p in generalization_suite())

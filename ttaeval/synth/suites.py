@@ -37,7 +37,14 @@ SUITE_SIZES = {"accuracy": 200, "generalization": 200}
 ROBUSTNESS_PER_PERTURBATION = 50
 PERTURBATIONS = ("uppercase", "synonym", "misspelling", "space", "rewrite", "punctuate")
 ID_OFFSETS = {"accuracy": 0, "generalization": 200, "robustness": 400}
-SEEDS = {"accuracy": 11, "generalization": 12, "robustness": 13, "reference": 14, "train": 15}
+SEEDS = {
+    "accuracy": 11,
+    "generalization": 12,
+    "robustness": 13,
+    "reference": 14,
+    "train": 15,
+    "validation": 16,
+}
 
 _TYPES = sorted(EVENT_TYPES)
 _PAIRS = list(itertools.combinations(_TYPES, 2))
@@ -159,6 +166,7 @@ def reference_scenes(n_per_prompt: int = 1) -> list[tuple[Prompt, Scene]]:
 
 DEMO_SOURCES = 40
 TRAIN_PROMPTS = 2000
+VALIDATION_PROMPTS = 200
 
 
 @cache
@@ -170,6 +178,21 @@ def train_suite() -> tuple[Prompt, ...]:
         scene_prompt(f"train_{i + 1:05d}", scene, caption(scene, rng), "train")
         for i, scene in enumerate(random_scene(rng) for _ in range(TRAIN_PROMPTS))
     )
+
+
+@cache
+def validation_suite() -> tuple[Prompt, ...]:
+    """Training-distribution prompts of their own seed, for choosing a trainer's settings: a caption
+    that is also a training or evaluation prompt's is drawn again."""
+    taken = {p.text for suite in (train_suite, accuracy_suite, generalization_suite) for p in suite()}
+    rng = np.random.default_rng([SEEDS["validation"], 1])
+    out: list[Prompt] = []
+    while len(out) < VALIDATION_PROMPTS:
+        scene = random_scene(rng)
+        text = caption(scene, rng)
+        if text not in taken:
+            out.append(scene_prompt(f"val_{len(out) + 1:05d}", scene, text, "validation"))
+    return tuple(out)
 
 
 @cache
@@ -188,13 +211,14 @@ SUITES = {
     "robustness": robustness_suite,
     "demo": demo_suite,
     "train": train_suite,
+    "validation": validation_suite,
 }
 
 
 def load_synth(name: str) -> list[Prompt]:
     """``synth:accuracy`` | ``synth:generalization`` | ``synth:robustness`` | ``synth:all`` (the
     three) | ``synth:demo`` (a small cut of the three) | ``synth:train`` (2,000 training-distribution
-    prompts, for trainers)."""
+    prompts, for trainers) | ``synth:validation`` (200 more, for choosing trainers' settings)."""
     if name == "all":
         return [p for key in ("accuracy", "generalization", "robustness") for p in SUITES[key]()]
     if name not in SUITES:
