@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from matplotlib.figure import Figure
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
-from ttaeval.metrics.stats import holm
+from ttaeval.metrics.stats import holm, paired_difference, per_prompt_means
 from ttaeval.report import html
 from ttaeval.report.markdown import md_code, md_text
 from ttaeval.report.report import Section, frame_markdown, write_report
-from ttaeval.report.tables import paired_table
+from ttaeval.report.tables import clip_table, metric_directions, paired_table
 from ttaeval.runner import RunConfig, run
 from ttaeval.store import RunStore
 
@@ -78,6 +79,11 @@ class CompareConfig:
     """System name -> the leaderboard columns it was trained on (marked as training rewards)."""
     claims: list[Claim] = field(default_factory=list)
     """The claims under test."""
+    recipes: dict[str, list[str]] = field(default_factory=dict)
+    """Recipe name -> the systems that are its seeds (one training run each). A claim may name a
+    recipe as its system or baseline: it is then read pooled (each prompt's mean over the seeds) with
+    the spread of the seeds' own differences beside the prompts' CI, and seed by seed (seed i against
+    the baseline recipe's seed i, or against the baseline system). ``trained_on`` may name recipes."""
     dependent_dimensions: list[str] = field(default_factory=lambda: ["robustness"])
     """Prompt dimensions left out of the claims' pooled test: robustness prompts are perturbations
     of other prompts of the suite, not independent draws, so they would count a prompt several
@@ -89,6 +95,30 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         self.claims = [c if isinstance(c, Claim) else Claim(**c) for c in self.claims]
+        for recipe, seeds in self.recipes.items():
+            if recipe in self.systems or not seeds or set(seeds) - set(self.systems):
+                raise ValueError(
+                    f"recipe {recipe!r}: its name must not be a system's, and its seeds "
+                    f"({', '.join(seeds) or 'none'}) must be systems of the study"
+                )
+            if recipe in self.trained_on:
+                for seed in seeds:
+                    self.trained_on.setdefault(seed, self.trained_on[recipe])
+
+    def members(self, name: str) -> list[str]:
+        """The systems behind a claim's side: a recipe's seeds, or the system itself."""
+        return list(self.recipes.get(name, [name]))
+
+    def seed_pairs(self, claim: Claim) -> list[tuple[str, str]]:
+        """(system, baseline) of each seed of a claim: seed i against seed i when both sides are
+        recipes, else each seed against the single side."""
+        a, b = self.members(claim.system), self.members(claim.baseline)
+        if len(a) > 1 and len(b) > 1 and len(a) != len(b):
+            raise ValueError(
+                f"claim {claim.text!r}: {claim.system} has {len(a)} seeds, {claim.baseline} {len(b)}"
+            )
+        n = max(len(a), len(b))
+        return [(a[i if len(a) > 1 else 0], b[i if len(b) > 1 else 0]) for i in range(n)]
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> CompareConfig:
@@ -115,17 +145,23 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     out = Path(cfg.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     baselines = dict.fromkeys([cfg.baseline, *(c.baseline for c in cfg.claims)])
+    if cfg.baseline in cfg.recipes:
+        raise ValueError(f"baseline {cfg.baseline!r} must be a system, not a recipe")
+    seed_baselines = dict.fromkeys([cfg.baseline, *(b for c in cfg.claims for _, b in cfg.seed_pairs(c))])
     with RunStore(cfg.run_dir) as store:
         prompts = store.prompts()
         independent = prompts.loc[~prompts["dimension"].isin(cfg.dependent_dimensions), "prompt_id"]
-        paired = {b: paired_table(store, b, prompt_ids=independent) for b in baselines}
-        per_dimension = {b: paired_table(store, b, by="dimension") for b in baselines}
+        values, directions = clip_table(store), metric_directions(store)
+        paired = {b: paired_table(store, b, prompt_ids=independent) for b in seed_baselines}
+        per_dimension = {b: paired_table(store, b, by="dimension") for b in baselines if b not in cfg.recipes}
+    values = values[values["prompt_id"].isin(set(independent))]
     sections = [
         _claims_section(
-            claims_table(paired, cfg),
+            claims_table(claim_records(values, directions, cfg), cfg),
             reward_hacking_table(paired[cfg.baseline], cfg),
             cfg,
             claims_by_dimension(per_dimension, cfg),
+            claims_per_seed(paired, cfg),
         )
     ]
     if cfg.discussion.strip():
@@ -164,38 +200,115 @@ def claim_verdict(diff: float, low: float, high: float, p_holm: float, higher_is
     return "supported" if better else "contradicted"
 
 
-def claims_table(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
-    """One row per claim, read from ``paired`` (baseline -> ``paired_table``): the paired
-    difference (system − baseline) with its CI, p, the Holm-corrected p over all the claims, n and
-    the verdict (``claim_verdict``: supported / contradicted / not shown)."""
-    rows, found = [], []
+def claim_records(values: pd.DataFrame, directions: dict[str, bool | None], cfg: CompareConfig) -> list[dict]:
+    """Each claim's pooled paired difference over prompts (``values``: ``clip_table`` rows of the
+    prompts under test): each side's per-prompt mean (over its samples, then over a recipe's seeds,
+    on the prompts every seed answered), their difference's CI and p, and — when a side is a recipe —
+    each seed's own mean difference (``seed_diffs``) on those prompts."""
+    records = []
     for claim in cfg.claims:
-        match = paired[claim.baseline]
-        match = match[(match["system"] == claim.system) & (match["metric"] == claim.metric)]
-        if match.empty:
+        if claim.metric not in values.columns or claim.metric not in directions:
             raise ValueError(f"claim {claim.text!r}: no paired result for {claim.system} on {claim.metric}")
-        r = match.iloc[0]
-        found.append(r)
-        rows.append(
-            {
-                "claim": claim.text,
-                "comparison": f"{claim.system} − {claim.baseline}",
-                "metric": _mark(claim.metric, claim.system, cfg),
-                "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-                "p": float(r["p_value"]),
-                "p (Holm)": np.nan,
-                "n": int(r["n"]),
-                "verdict": "",
-            }
-        )
+        per_system = {
+            name: per_prompt_means(part[claim.metric], part["prompt_id"])
+            for name, part in values.groupby("system")
+            if name in {n for pair in cfg.seed_pairs(claim) for n in pair}
+        }
+        missing = [n for pair in cfg.seed_pairs(claim) for n in pair if n not in per_system]
+        if missing:
+            raise ValueError(
+                f"claim {claim.text!r}: no paired result for {', '.join(missing)} on {claim.metric}"
+            )
+        frame = pd.concat(per_system, axis=1, join="inner").dropna()
+        side_a, side_b = cfg.members(claim.system), cfg.members(claim.baseline)
+        d = paired_difference(frame[side_a].mean(axis=1), frame[side_b].mean(axis=1))
+        record = {**d.to_dict(), "higher_is_better": directions[claim.metric], "seed_diffs": []}
+        if len(cfg.seed_pairs(claim)) > 1:
+            record["seed_diffs"] = [float((frame[a] - frame[b]).mean()) for a, b in cfg.seed_pairs(claim)]
+        records.append(record)
+    return records
+
+
+def seed_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of the seeds' differences and its t interval over seeds (training runs as the sample)."""
+    x = np.asarray(diffs, dtype=float)
+    half = scipy.stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+def claims_table(records: list[dict], cfg: CompareConfig) -> pd.DataFrame:
+    """One row per claim (``records``: ``claim_records``): the paired difference over prompts
+    (system − baseline) with its CI, p, the Holm-corrected p over all the claims, n and the verdict
+    (``claim_verdict``). A claim over seeds also shows each seed's difference and the t interval
+    over seeds, and is supported (or contradicted) only when that interval lies on the same side of
+    0 too: training variance is part of the claim."""
+    rows = []
+    for claim, r in zip(cfg.claims, records):
+        row = {
+            "claim": claim.text,
+            "comparison": f"{claim.system} − {claim.baseline}",
+            "metric": _mark(claim.metric, claim.system, cfg),
+            "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+            "p": float(r["p_value"]),
+            "p (Holm)": np.nan,
+            "n": int(r["n"]),
+        }
+        if any(x.get("seed_diffs") for x in records):
+            diffs = r.get("seed_diffs") or []
+            row["seeds' differences"] = ", ".join(f"{x:+.4f}" for x in diffs) or "one seed"
+            row["over seeds [95% t CI]"] = (
+                "{:+.4f} [{:+.4f}, {:+.4f}]".format(*seed_interval(r["seed_diffs"]))
+                if len(r.get("seed_diffs") or []) > 1
+                else "n/a"
+            )
+        row["verdict"] = ""
+        rows.append(row)
     table = pd.DataFrame(rows)
     if rows:
         table["p (Holm)"] = holm(table["p"].to_numpy())
-        table["verdict"] = [
-            claim_verdict(r["diff"], r["ci_low"], r["ci_high"], p, r["higher_is_better"])
-            for r, p in zip(found, table["p (Holm)"])
-        ]
+        verdicts = []
+        for r, p in zip(records, table["p (Holm)"]):
+            verdict = claim_verdict(r["diff"], r["ci_low"], r["ci_high"], p, r["higher_is_better"])
+            if verdict in ("supported", "contradicted") and len(r.get("seed_diffs") or []) > 1:
+                _, low, high = seed_interval(r["seed_diffs"])
+                if not (low > 0 or high < 0) or (low > 0) != (r["diff"] > 0):
+                    verdict = "not shown (the seeds' spread includes 0)"
+            verdicts.append(verdict)
+        table["verdict"] = verdicts
     return table
+
+
+def claims_per_seed(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
+    """Each claim over recipes, seed by seed (``paired``: baseline system -> its ``paired_table``
+    over the prompts under test), the p-values Holm-corrected within each seed's claims: the study
+    as each seed alone would have reported it. Empty when no claim names a recipe."""
+    rows = []
+    for claim in cfg.claims:
+        pairs = cfg.seed_pairs(claim)
+        if len(pairs) < 2:
+            continue
+        for i, (system, baseline) in enumerate(pairs):
+            part = paired[baseline]
+            r = part[(part["system"] == system) & (part["metric"] == claim.metric)].iloc[0]
+            rows.append({
+                "claim": claim.text, "seed": i, "comparison": f"{system} − {baseline}",
+                "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
+                "p": float(r["p_value"]), "n": int(r["n"]),
+                "_r": r,
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["p (Holm, within the seed)"] = np.nan
+    table["verdict"] = ""
+    for _, idx in table.groupby("seed").groups.items():
+        corrected = holm(table.loc[idx, "p"].to_numpy())
+        table.loc[idx, "p (Holm, within the seed)"] = corrected
+        table.loc[idx, "verdict"] = [
+            claim_verdict(r["diff"], r["ci_low"], r["ci_high"], p, r["higher_is_better"])
+            for r, p in zip(table.loc[idx, "_r"], corrected)
+        ]
+    return table.drop(columns="_r").sort_values(["seed"], kind="stable").reset_index(drop=True)
 
 
 def claims_by_dimension(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
@@ -204,6 +317,8 @@ def claims_by_dimension(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> 
     verdicts are the pooled table's."""
     rows = []
     for claim in cfg.claims:
+        if claim.system in cfg.recipes or claim.baseline in cfg.recipes:
+            continue  # a recipe's seeds are shown per seed instead
         part = paired[claim.baseline]
         part = part[(part["system"] == claim.system) & (part["metric"] == claim.metric)]
         for _, r in part.iterrows():
@@ -296,7 +411,11 @@ def _mark(metric: str, system: str, cfg: CompareConfig) -> str:
 
 
 def _claims_section(
-    claims: pd.DataFrame, hacking: pd.DataFrame, cfg: CompareConfig, by_dimension: pd.DataFrame
+    claims: pd.DataFrame,
+    hacking: pd.DataFrame,
+    cfg: CompareConfig,
+    by_dimension: pd.DataFrame,
+    per_seed: pd.DataFrame,
 ) -> Section:
     note = (
         "Each claim is read from the paired difference over prompts (system − baseline, per-prompt "
@@ -312,17 +431,26 @@ def _claims_section(
             f" The pooled test leaves out the {', '.join(cfg.dependent_dimensions)} prompts (perturbations "
             "of other prompts, not independent); the table after it shows every dimension apart."
         )
+    if cfg.recipes:
+        note += (
+            " A claim that names a recipe (several training seeds) compares each prompt's mean over the"
+            " seeds, shows each seed's own difference and their t interval over seeds, and needs that"
+            " interval on the same side of 0 as well; the table per seed after it reads each seed alone."
+        )
     hacking_title = f"Reward hacking check against {md_code(cfg.baseline)}:"
     dims = "Each claim per prompt dimension (descriptive):"
-    md = "\n".join(
-        [note, "", frame_markdown(claims), dims, "", frame_markdown(by_dimension), hacking_title, "",
-         frame_markdown(hacking)]
-    )  # fmt: skip
-    body = (
-        f"<p>{escape(note)}</p>{html.frame_table(claims)}"
-        f"<p>{escape(dims)}</p>{html.frame_table(by_dimension)}"
-        f"<p>Reward hacking check against <code>{escape(cfg.baseline)}</code>:</p>"
-        f"{html.frame_table(hacking)}"
+    seeds = "Each claim seed by seed (p Holm-corrected within each seed's claims):"
+    parts = [note, "", frame_markdown(claims)]
+    body = f"<p>{escape(note)}</p>{html.frame_table(claims)}"
+    if not per_seed.empty:
+        parts += [seeds, "", frame_markdown(per_seed)]
+        body += f"<p>{escape(seeds)}</p>{html.frame_table(per_seed)}"
+    if not by_dimension.empty:
+        parts += [dims, "", frame_markdown(by_dimension)]
+        body += f"<p>{escape(dims)}</p>{html.frame_table(by_dimension)}"
+    md = "\n".join([*parts, hacking_title, "", frame_markdown(hacking)])
+    body += (
+        f"<p>Reward hacking check against <code>{escape(cfg.baseline)}</code>:</p>{html.frame_table(hacking)}"
     )
     return Section("Claims under test", md, body)
 

@@ -95,19 +95,67 @@ def test_claims_need_the_holm_corrected_p_and_the_ci_to_agree():
 
 
 def test_the_claims_table_corrects_its_p_values_over_every_claim(tmp_path):
-    import pandas as pd
-
     from resonate_train.compare import Claim, claims_table
 
-    rows = [  # three claims each at p = 0.02 alone: after Holm over three, none is below 0.05
-        {"system": s, "metric": "m", "higher_is_better": True, "diff": 0.1, "ci_low": 0.01,
-         "ci_high": 0.2, "p_value": 0.02, "n": 30, "verdict": "better"}
-        for s in ("a", "b", "c")
-    ]  # fmt: skip
+    records = [  # three claims each at p = 0.02 alone: after Holm over three, none is below 0.05
+        {"higher_is_better": True, "diff": 0.1, "ci_low": 0.01, "ci_high": 0.2, "p_value": 0.02, "n": 30}
+        for _ in "abc"
+    ]
     cfg = _config(tmp_path, claims=[Claim(f"{s} wins", s, "base", "m") for s in "abc"])
-    table = claims_table({"base": pd.DataFrame(rows)}, cfg)
+    table = claims_table(records, cfg)
     assert table["p (Holm)"].tolist() == pytest.approx([0.06, 0.06, 0.06])
     assert set(table["verdict"]) == {"not shown (CI and corrected p disagree)"}
+
+
+def test_a_claim_over_seeds_needs_the_seeds_spread_on_its_side_too(tmp_path):
+    from resonate_train.compare import Claim, claims_table, seed_interval
+
+    sure = {
+        "higher_is_better": True,
+        "diff": 0.02,
+        "ci_low": 0.01,
+        "ci_high": 0.03,
+        "p_value": 1e-4,
+        "n": 400,
+    }
+    cfg = _config(tmp_path, claims=[Claim(f"{s} wins", s, "base", "m") for s in "abc"])
+    table = claims_table(
+        [{**sure, "seed_diffs": [0.02, 0.021, 0.019]}, {**sure, "seed_diffs": [0.05, -0.02, 0.03]}, sure], cfg
+    )
+    assert table["verdict"].tolist() == ["supported", "not shown (the seeds' spread includes 0)", "supported"]
+    assert table["seeds' differences"].tolist()[1:] == ["+0.0500, -0.0200, +0.0300", "one seed"]
+    mean, _, high = seed_interval([0.05, -0.02, 0.03])  # t with 2 degrees of freedom: 4.303
+    assert mean == pytest.approx(0.02) and high - mean == pytest.approx(4.3027 * 0.036056 / 3**0.5, rel=1e-3)
+
+
+def test_a_study_of_recipes_reads_claims_pooled_over_seeds_and_seed_by_seed(tmp_path):
+    seeds = {"tuned_s0": "synth", "tuned_s1": "synth,seed_offset=2", "tuned_s2": "synth,seed_offset=3"}
+    cfg = _config(
+        tmp_path,
+        limit=12,
+        scorers=["clap:mini"],
+        systems={"base": "synth,degrade=noise,strength=3", "reference": "synth,seed_offset=1", **seeds},
+        recipes={"tuned": list(seeds)},
+        trained_on={"tuned": ["clap/clap"]},
+        training={},
+        claims=[{"text": "tuning raises the CLAP score", "system": "tuned", "baseline": "base",
+                 "metric": "clap/clap"}],
+    )  # fmt: skip
+    assert cfg.trained_on["tuned_s1"] == ["clap/clap"]
+    md = (compare(cfg) / "report.md").read_text()
+    with RunStore(cfg.run_dir) as store:
+        paired = paired_table(store, "base").set_index(["system", "metric"])
+    diffs = [paired.loc[(s, "clap/clap"), "diff"] for s in seeds]
+    pooled = next(x for x in md.splitlines() if x.startswith("| tuning raises the CLAP score | tuned − base"))
+    assert ", ".join(f"{d:+.4f}" for d in diffs) in pooled and "supported" in pooled
+    assert f"{sum(diffs) / 3:+.4f} [" in pooled  # every seed answered every prompt: the pooled mean
+    for i, s in enumerate(seeds):
+        row = next(
+            x for x in md.splitlines() if x.startswith(f"| tuning raises the CLAP score | {i} | {s} − base")
+        )
+        assert f"{diffs[i]:+.4f} [" in row
+    with pytest.raises(ValueError, match="recipe 'tuned'"):
+        _config(tmp_path, recipes={"tuned": ["tuned_s0", "nowhere"]})
 
 
 def test_pooled_claims_leave_out_perturbations_and_every_dimension_is_shown_apart(tmp_path):
