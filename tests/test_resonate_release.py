@@ -120,6 +120,17 @@ def test_a_broken_release_folder_is_refused_naming_file_and_key(tiny_release, tm
     torch.save(state, tmp_path / "bad.pth")
     with pytest.raises(ValueError, match=r"bad\.pth.*mis-shaped \['decoder\.conv_out\.weight"):
         load_mel_vae(tmp_path / "bad.pth")
+    misshaped = tmp_path / "misshaped"
+    misshaped.mkdir()
+    for name in ("v1-44.pth", "flan-t5-large", "bigvgan_v2_44khz_128band_512x"):
+        (misshaped / name).symlink_to(tiny_release / name)
+    net = torch.load(tiny_release / "Resonate_GRPO.pth", weights_only=True)
+    key = "fused_blocks.0.attn.qkv.weight"
+    net["model"][key] = net["model"][key][:-1]
+    torch.save(net, misshaped / "Resonate_GRPO.pth")
+    out = CliRunner(env={"COLUMNS": "400"}).invoke(app, [*args, "--system", f"r=resonate:{misshaped}"])
+    assert out.exit_code == 2 and "Resonate_GRPO.pth" in out.output and key in out.output, out.output
+    assert not (tmp_path / "run" / "audio").exists()
     torch.save({"generator": state, "payload": _Payload()}, tmp_path / "evil.pt")  # pickled code
     with pytest.raises(ValueError, match=r"evil\.pt: refused"):
         load_mel_vae(tmp_path / "evil.pt")
