@@ -51,6 +51,9 @@ class GRPOConfig:
     """The starting checkpoint folder, also the frozen KL reference."""
     rewards: list[str] = field(default_factory=lambda: ["clap:mini@1.0"])
     """Reward specs ``SCORER[#METRIC][@WEIGHT]`` (paper: the LALM judge's yes-probability)."""
+    reward_weights: list[float] = field(default_factory=list)
+    """One weight per reward, as TRL's ``reward_weights`` (empty: each spec's ``@WEIGHT``, default 1;
+    a spec may not carry a weight when this is given)."""
     prompts: str = "synth:train"
     """Training prompts (any ttaeval prompt source)."""
     prompt_limit: int = 0
@@ -134,6 +137,8 @@ class GRPOConfig:
 
         check_device_name(self.device)
         resolve_dtype(self.dtype)
+        if self.reward_weights and len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.rewards)} rewards")
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> GRPOConfig:
@@ -176,7 +181,12 @@ class GRPOTrainer:
         self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.prompts = load_prompts(cfg.prompts)[: cfg.prompt_limit or None]
         rewards = RewardProcess if cfg.reward_process else Rewards
-        self.rewards = rewards(cfg.rewards, workers=cfg.reward_workers, device=str(self.device))
+        self.rewards = rewards(
+            cfg.rewards,
+            workers=cfg.reward_workers,
+            device=str(self.device),
+            weights=cfg.reward_weights or None,
+        )
         self.duration = cfg.duration or self.system.defaults.duration
         self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.lock = lock_run(self.out) if self.rank == 0 else None  # before reading the checkpoint

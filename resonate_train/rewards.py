@@ -10,60 +10,38 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import multiprocessing
 import pickle
 import threading
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
-from ttaeval.io.audio import Clip, prepare
+from ttaeval.io.audio import Clip
 from ttaeval.io.prompts import Prompt
-from ttaeval.scorers import Scorer, get_scorer
+from ttaeval.rewards import RewardTerm, parse_terms, score_clips
 
-
-@dataclass
-class RewardTerm:
-    scorer: Scorer
-    metric: str
-    weight: float
-
-    @classmethod
-    def parse(cls, spec: str, device: str | None = None) -> RewardTerm:
-        """A term from its spec; a scorer whose spec sets no device computes on ``device``."""
-        from ttaeval.protocols import device_options
-
-        head, _at, weight = spec.rpartition("@") if "@" in spec else (spec, "", "1.0")
-        head, hash_, metric = head.partition("#")
-        scorer = get_scorer(head, **device_options(head, device))
-        names = [m.name for m in scorer.metrics]
-        metric = metric if hash_ else names[0]
-        if metric not in names:
-            raise ValueError(
-                f"reward {spec!r}: {scorer.label} has no metric {metric!r}; it has {', '.join(names)}"
-            )
-        try:
-            w = float(weight)
-        except ValueError:
-            raise ValueError(f"reward {spec!r}: weight {weight!r} is not a number") from None
-        return cls(scorer, metric, w)
+__all__ = ["RewardProcess", "RewardTerm", "Rewards"]
 
 
 class Rewards:
     """Score generated audio with one or more weighted scorer metrics; can run in the background."""
 
-    def __init__(self, specs: Sequence[str], workers: int = 1, device: str | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[str],
+        workers: int = 1,
+        device: str | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
         """``workers``: batches ``submit`` scores at once (in order of submission when 1);
-        ``device``: where scorers whose spec sets none compute (the trainer's device)."""
-        if not specs:
-            raise ValueError("give at least one reward (e.g. clap:mini@1.0)")
+        ``device``: where scorers whose spec sets none compute (the trainer's device); ``weights``:
+        one per spec, instead of the specs' ``@WEIGHT``."""
         if workers < 1:
             raise ValueError(f"reward workers must be >= 1, got {workers}")
-        self.terms = [RewardTerm.parse(s, device) for s in specs]
+        self.terms = parse_terms(specs, weights, device)
         self._pool = ThreadPoolExecutor(max_workers=workers)
 
     def __call__(
@@ -71,14 +49,8 @@ class Rewards:
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Total reward per clip ``(B,)`` and each term's values (for logging)."""
         clips = [Clip(a[None] if a.ndim == 1 else a, rate, prompt=p) for a, p in zip(audio, prompts)]
-        total = np.zeros(len(clips))
-        parts = {}
-        for term in self.terms:
-            prepared = [prepare(c, term.scorer.sample_rate, term.scorer.channels) for c in clips]
-            values = np.array([r.values.get(term.metric, math.nan) for r in term.scorer.score(prepared)])
-            parts[f"{term.scorer.label}#{term.metric}"] = values
-            total = total + term.weight * values  # NaN stays NaN
-        return total, parts
+        batch = score_clips(self.terms, clips)
+        return batch.total, batch.parts
 
     def submit(self, audio: np.ndarray, rate: int, prompts: Sequence[Prompt]) -> Future:
         """Score in a background thread (overlapping the next rollout); ``.result()`` gives ``__call__``'s."""
@@ -95,11 +67,18 @@ class RewardProcess:
     hanging the trainer.
     """
 
-    def __init__(self, specs: Sequence[str], workers: int = 1, device: str | None = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[str],
+        workers: int = 1,
+        device: str | None = None,
+        weights: Sequence[float] | None = None,
+    ) -> None:
         context = multiprocessing.get_context("spawn")  # a fork would copy the trainer's threads' locks
         self._conn, child = context.Pipe()
+        weights = None if weights is None else [float(w) for w in weights]
         self._process = context.Process(
-            target=_serve, args=(child, list(specs), workers, device), name="rewards", daemon=True
+            target=_serve, args=(child, list(specs), workers, device, weights), name="rewards", daemon=True
         )
         self._process.start()
         child.close()
@@ -148,11 +127,13 @@ class RewardProcess:
         self._finalizer()
 
 
-def _serve(conn, specs: list[str], workers: int, device: str | None = None) -> None:
+def _serve(
+    conn, specs: list[str], workers: int, device: str | None = None, weights: list[float] | None = None
+) -> None:
     """The reward process: load the scorers, then score each job as it comes, sending results back in
     the order they finish."""
     try:
-        rewards = Rewards(specs, workers=workers, device=device)
+        rewards = Rewards(specs, workers=workers, device=device, weights=weights)
     except Exception as e:  # reported to the parent, which raises it
         conn.send(("error", f"{type(e).__name__}: {e}"))
         return
