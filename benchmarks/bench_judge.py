@@ -73,6 +73,41 @@ def log_mel(scorer, clips: list[Clip]) -> None:
         )  # fmt: skip
 
 
+def encode_once(n: int, device: str, clips: list[Clip]) -> tuple[common.Row, str]:
+    """Every question of ``judge:mini`` (aqa, events, relation, quality): the audio encoder run once
+    per clip for all of its questions (ours) against once per question (the rows as they come)."""
+    scorer = get_scorer(f"judge:mini,batch_size=64,question_batch=32,device={device}")
+    asks = [q for i, clip in enumerate(clips) for q in scorer.questions(clip, i)]
+    audio = [clips[q.clip].audio[0] for q in asks]
+    texts = [scorer.chat(q.text) for q in asks]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+
+    def run(cache: bool) -> np.ndarray:
+        scorer._audio_cache = {} if cache else None
+        try:
+            return scorer._batches(audio, texts, order, scorer.question_batch)
+        finally:
+            scorer._audio_cache = None
+
+    (v_once, t_once), (v_each, t_each) = common.timed(lambda: run(True), lambda: run(False))
+    diff = float(np.max(np.abs(v_once - v_each)))
+    speed = t_each.median / t_once.median
+    row = common.Row(
+        f"Judge, every question ({len(asks)} for {n} clips, judge:mini, {device})", t_once, t_each,
+        "the encoder run for every question", t_once.median / t_each.median, "< 1, equal to 1e-5",
+        speed > 1 and diff <= 1e-5, f"{speed:.2f}x faster; probabilities equal to {diff:.1e}",
+    )  # fmt: skip
+    details = f"""Every question judge:mini asks ({len(asks)} for {n} clips: aqa, each event, the relation
+where stated, quality), the same length-grouped batches on both sides: the audio encoder once per clip,
+its output reused by the clip's other questions (ours), against the encoder run on every row.
+
+| | seconds | questions/s |
+|---|---|---|
+| encoder once per clip | {t_once} | {len(asks) / t_once.median:.1f} |
+| encoder once per question | {t_each} | {len(asks) / t_each.median:.1f} |"""
+    return row, details
+
+
 def main(n: int = 64, device: str = "cpu") -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     scorer = get_scorer(
@@ -154,6 +189,9 @@ slower, 86 ms against 56 ms for 64 clips on 2026-12-03), at most plain / (bare +
 The forward passes' and the spectrograms' arithmetic is the same work on both sides; batching saves
 the loop's per-call overhead (processor calls, `generate`'s bookkeeping, small-matrix kernels), not
 the arithmetic."""
+    once_row, once_details = encode_once(n, device, clips)
+    rows.append(once_row)
+    details += "\n\n" + once_details
     name = "judge" if device == "cpu" else f"judge_{device.replace(':', '')}"
     title = f"Judge: batched vs one clip per generate call ({device})"
     common.save(name, title, rows, details, script=" ".join(["benchmarks/bench_judge.py", *sys.argv[1:]]))

@@ -232,3 +232,24 @@ def test_the_official_layout_puts_the_question_first_after_the_system_prompt():
     assert "layout" not in default.id and official.id == default.id.replace("@2,", "@2,layout=official,")
     with pytest.raises(ValueError, match="layout must be one of audio-first, official"):
         get_scorer("judge:mini,layout=text-first")
+
+
+def test_each_clip_is_encoded_once_for_all_of_its_questions(judge):
+    """judge:hf runs the audio encoder once per clip of a scoring call, however many questions the
+    clip gets and however the questions fall into batches; the answers are those of encoding every
+    question's audio anew."""
+    prompts = accuracy_suite()[:3]
+    clips = [Clip(render(Scene.from_dict(p.attributes["scene"])), 16_000, prompt=p) for p in prompts]
+    asks = [q for i, clip in enumerate(clips) for q in judge.questions(clip, i)]
+    assert len(asks) >= 3 * 4  # aqa, quality and the events of each clip (relations where stated)
+    before = judge.encoder_rows
+    shared = judge.next_token_probs([clips[q.clip].audio[0] for q in asks], [q.text for q in asks])
+    assert judge.encoder_rows - before == len(clips)
+    texts = [judge.chat(q.text) for q in asks]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    anew = judge._batches([clips[q.clip].audio[0] for q in asks], texts, order, judge.question_batch)
+    assert judge.encoder_rows - before == len(clips) + len(asks)  # without the cache: every row
+    np.testing.assert_allclose(shared, anew, atol=1e-6)
+    before = judge.encoder_rows
+    judge.score(clips)
+    assert judge.encoder_rows - before == len(clips)

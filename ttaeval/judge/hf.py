@@ -5,6 +5,11 @@ Supported: Qwen2-Audio (``Qwen2AudioForConditionalGeneration``) and the thinker 
 token's distribution is needed, so there is no ``generate``: the questions go through the model in
 left-padded batches, one forward pass each, and the last position of every row is read.
 
+A clip's questions share one pass through the audio encoder (Qwen2-Audio): rows of a scoring call
+whose audio features are equal are encoded once, the first time they come, and reused by every
+later batch of the call. (Qwen2.5-Omni's thinker encodes each row's audio; its encoder takes the
+batch's features concatenated, which this does not split.)
+
 A question whose chat-template text is longer than the model's context (``max_text_tokens``) is cut
 in the middle to fit, its start and its end (where the templates put the instruction) kept, as the
 CLAP scorers cut their texts at 77 tokens; one that cannot fit even so is not run (NaN with the
@@ -110,6 +115,9 @@ class HFJudgeScorer(JudgeScorer):
     longer is not run (NaN with the reason). 0: the model's context (``max_position_embeddings``)
     less the audio tokens of the longest clip it hears."""
     _model: object = field(init=False, repr=False, default=None)
+    _audio_cache: dict | None = field(init=False, repr=False, default=None)
+    encoder_rows: int = field(init=False, repr=False, default=0)
+    """Audio rows the encoder has run on (clips, once each per scoring call, on Qwen2-Audio)."""
     _cut_logged: bool = field(init=False, repr=False, default=False)
     _processor: object = field(init=False, repr=False, default=None)
 
@@ -125,6 +133,8 @@ class HFJudgeScorer(JudgeScorer):
             )
         path = Path(self.model)
         self._model, self._processor, self._kind = load_judge_model(path, self.device)
+        if self._kind == "qwen2_audio":
+            self._encode_each_clip_once()
         if self.family == "auto":
             self.family = FAMILY_OF_MODEL_TYPE[self._kind]
         super().__post_init__()
@@ -141,6 +151,34 @@ class HFJudgeScorer(JudgeScorer):
             raise ValueError(f"judge:{self.backend}: the model's context leaves no room for a question")
         vocab = tokenizer.get_vocab()
         self._longest_token = max((len(t) for t in vocab), default=1)  # characters, bounds a pre-check
+
+    def _encode_each_clip_once(self) -> None:
+        """Wrap the audio encoder's forward: within a scoring call (``_audio_cache`` set), rows whose
+        features equal a row already encoded take its output instead of a new pass."""
+        import hashlib
+
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        tower = getattr(self._model, "model", self._model).audio_tower
+        encode = tower.forward
+
+        def once(input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kw):
+            if self._audio_cache is None:
+                self.encoder_rows += len(input_features)
+                return encode(input_features, attention_mask=attention_mask, **kw)
+            feats = input_features.detach().cpu().numpy()
+            keys = [hashlib.sha1(row.tobytes()).hexdigest() for row in feats]
+            new = list(dict.fromkeys(k for k in keys if k not in self._audio_cache))
+            if new:
+                rows = [keys.index(k) for k in new]
+                mask = None if attention_mask is None else attention_mask[rows]
+                hidden = encode(input_features[rows], attention_mask=mask, **kw).last_hidden_state
+                self.encoder_rows += len(rows)
+                self._audio_cache.update(zip(new, hidden))
+            return BaseModelOutput(last_hidden_state=torch.stack([self._audio_cache[k] for k in keys]))
+
+        tower.forward = once
 
     def _context_tokens(self) -> tuple[int, int]:
         """(positions the language model reads, audio tokens of the longest clip its feature extractor
@@ -242,11 +280,21 @@ class HFJudgeScorer(JudgeScorer):
 
     def _probs(self, audio: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
         """``next_token_probs`` of chat-template texts already checked against ``max_text_tokens``."""
-        import torch
 
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: np.ndarray | None = None
         size = max(1, self.question_batch)
+        self._audio_cache = {}
+        try:
+            out = self._batches(audio, texts, order, size)
+        finally:
+            self._audio_cache = None
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+    def _batches(self, audio, texts, order: list[int], size: int) -> np.ndarray | None:
+        import torch
+
+        out: np.ndarray | None = None
         for s in range(0, len(order), size):
             rows = order[s : s + size]
             inputs = self._processor(
@@ -267,7 +315,7 @@ class HFJudgeScorer(JudgeScorer):
             if out is None:
                 out = np.empty((len(texts), probs.shape[1]), np.float32)
             out[rows] = probs
-        return out if out is not None else np.zeros((0, 0), np.float32)
+        return out
 
     def answer(
         self, audio: Sequence[np.ndarray], questions: Sequence[str], tokens: Sequence[str]
