@@ -10,7 +10,9 @@ leading whitespace and space markers (``Ġ``, ``▁``) are stripped (servers dif
 a token: decoded text, raw byte-level or SentencePiece pieces); 0 when none is listed (the top-k
 cut: raise ``top_logprobs`` if the rating tokens fall outside it).
 
-Requests run concurrently (``concurrency`` at a time), each bounded by ``timeout``; timeouts,
+Requests run concurrently (``concurrency`` at a time) over kept-alive HTTP/1.1 connections (one per
+request thread), each bounded by ``timeout``; a clip's WAV is encoded once for all of its questions
+(the chat-completions API takes one conversation a request, so each request carries it); timeouts,
 connection failures, malformed bodies and HTTP 408/429/5xx are retried with exponential backoff and
 jitter, honouring ``Retry-After``. A reply that still cannot be read becomes an explicit failure
 record (NaN with what went wrong, after how many attempts, and the start of the reply) — never a 0.
@@ -38,6 +40,7 @@ import math
 import os
 import random
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Sequence
@@ -200,6 +203,7 @@ class HTTPJudgeScorer(JudgeScorer):
         self._path = parts.path.rstrip("/") + "/chat/completions"
         self._rng = random.Random()  # jitter only; never touches the global random state
         self._requests = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="judge-http")
+        self._local = threading.local()  # each request thread's kept-alive connection
 
     def backend_identity(self) -> dict[str, object]:
         return {"served_model": self.served_model, "top_logprobs": self.top_logprobs}
@@ -281,20 +285,39 @@ class HTTPJudgeScorer(JudgeScorer):
         return Answer({}, raw=text, error=error + (f" (reply: {text!r})" if text else ""))
 
     def _post(self, body: bytes, key: str | None) -> tuple[int, dict[str, str], bytes]:
-        """(status, lower-cased headers, body) of one POST; a fresh connection, no redirects."""
-        parts = self._parts
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname, parts.port, timeout=self.timeout)
+        """(status, lower-cased headers, body) of one POST, no redirects, on this thread's kept-alive
+        connection (HTTP/1.1): a connection the server has closed since its last reply is replaced
+        and the request sent once more; any other failure closes it."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:  # bytes: any key, as UTF-8 (a str header must be latin-1)
             headers["Authorization"] = b"Bearer " + key.encode("utf-8")  # type: ignore[assignment]
-        try:
-            conn.request("POST", self._path, body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read(MAX_REPLY_BYTES)
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
-        finally:
-            conn.close()
+        for again in (False, True):
+            conn = self._connection()
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", self._path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read(MAX_REPLY_BYTES)
+                if not response.isclosed():  # a reply longer than read: the connection is unusable
+                    conn.close()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                conn.close()
+                if not reused or again:
+                    raise
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        """This thread's connection to the server (opened on its first request)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            parts = self._parts
+            cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = self._local.conn = cls(parts.hostname, parts.port, timeout=self.timeout)
+        return conn
 
 
 def char_forms(c: str) -> set[str]:
