@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, from the builds this machine serves (torchvision is what laion_clap needs);
 	# a plain `pip install torch` would download a multi-GB CUDA build.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers,tangoflux]'
+	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers,tangoflux,tensorboard]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
 	# Debian's Chromium, for the test that opens the HTML report in a headless browser
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \

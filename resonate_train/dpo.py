@@ -23,6 +23,7 @@ import torch
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import flow_dpo_loss
+from resonate_train.reporting import Progress, Reporter, check_report_to
 from resonate_train.rewards import Rewards
 from resonate_train.sampling import in_precision
 from resonate_train.system import ResonateSystem
@@ -78,12 +79,16 @@ class DPOConfig:
     dtype: str = "float32"
     """Precision of the network's forward passes: ``bfloat16`` runs them under autocast; weights,
     optimiser state and losses stay float32."""
+    report_to: str = "none"
+    """Where the logged scalars also go: ``none``, ``tensorboard`` (``OUT/tensorboard``) or ``wandb``
+    (the optional extras of the same names); the JSONL log is written either way."""
 
     def __post_init__(self) -> None:
         from ttaeval.devices import check_device_name, resolve_dtype
 
         check_device_name(self.device)
         resolve_dtype(self.dtype)
+        check_report_to(self.report_to)
         if self.pairs_from and self.online_every:
             raise ValueError("pairs_from reuses offline pairs; online runs (online_every > 0) make their own")
         if self.online_every and self.checkpoint_every % self.online_every:
@@ -268,17 +273,23 @@ class DPOTrainer:
     def train(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "dpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+        reporter = Reporter(self.cfg.report_to, self.out, asdict(self.cfg), self.out.name)
+        progress = Progress(self.cfg.steps, self.step, self.log, "DPO steps")
         with (self.out / LOG_NAME).open("a") as logf:
             while self.step < self.cfg.steps:
                 rec = self.train_step()
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
+                reporter.log(rec, "train")
                 if rec["step"] % 10 == 0:
-                    self.log(
-                        f"step {rec['step']}: dpo {rec['dpo_loss']:.4f}, acc {rec['implicit_accuracy']:.2f}"
+                    progress.advance(
+                        self.step,
+                        f"step {rec['step']}: dpo {rec['dpo_loss']:.4f}, acc {rec['implicit_accuracy']:.2f}",
                     )
                 if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
                     save_state(self.out, self.policy, self.opt, self.step, self.cfg)
+        progress.close()
+        reporter.close()
         self.policy.eval()
         final = self.system.save(self.out / "final")
         self.lock.release()

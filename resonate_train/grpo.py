@@ -31,6 +31,7 @@ import torch
 
 from resonate_train.config_file import config_from_toml
 from resonate_train.objectives import group_advantages, grpo_loss
+from resonate_train.reporting import Progress, Reporter, check_report_to
 from resonate_train.rewards import RewardProcess, Rewards
 from resonate_train.sampling import guided, in_precision, kl_to_reference, sde_step, timesteps
 from resonate_train.system import ResonateSystem
@@ -131,12 +132,16 @@ class GRPOConfig:
     dtype: str = "float32"
     """Precision of the network's forward passes: ``bfloat16`` runs them under autocast (paper-scale
     models on GPUs); weights, optimiser state, log-probs, KL and losses stay float32."""
+    report_to: str = "none"
+    """Where the logged scalars also go: ``none``, ``tensorboard`` (``OUT/tensorboard``) or ``wandb``
+    (the optional extras of the same names); the JSONL logs are written either way."""
 
     def __post_init__(self) -> None:
         from ttaeval.devices import check_device_name, resolve_dtype
 
         check_device_name(self.device)
         resolve_dtype(self.dtype)
+        check_report_to(self.report_to)
         if self.reward_weights and len(self.reward_weights) != len(self.rewards):
             raise ValueError(f"{len(self.reward_weights)} reward_weights for {len(self.rewards)} rewards")
 
@@ -393,11 +398,14 @@ class GRPOTrainer:
         if main:
             (self.out / "grpo_config.json").write_text(json.dumps(asdict(cfg), indent=1) + "\n")
         logs = _Logs(self.out) if main else None
+        reporter = Reporter(cfg.report_to, self.out, asdict(cfg), self.out.name) if main else None
+        progress = Progress(cfg.steps, self.step, self.log, "GRPO steps") if main else None
 
         def evaluate() -> None:
             ev = self.evaluate()
             if logs:
                 logs.write(EVAL_LOG_NAME, ev)
+                reporter.log(ev, "eval")
             self.log(f"eval at step {ev['step']}: reward {ev['reward_mean']:.4f}")
 
         while self.step < cfg.steps:  # evaluations: before steps 0, k, 2k, ... and after the last
@@ -406,16 +414,21 @@ class GRPOTrainer:
             rec = self.train_step()
             if logs:
                 logs.write(LOG_NAME, rec)
-            self.log(
-                f"step {rec['step']}: reward {rec['reward_mean']:.4f} ± {rec['reward_std']:.4f}, "
-                f"kl {rec['kl']:.2e}, clip {rec['clip_fraction']:.2f}, {rec['seconds']:.1f} s"
-            )
+                reporter.log(rec, "train")
+                progress.advance(
+                    self.step,
+                    f"step {rec['step']}: reward {rec['reward_mean']:.4f} ± {rec['reward_std']:.4f}, "
+                    f"kl {rec['kl']:.2e}, clip {rec['clip_fraction']:.2f}, {rec['seconds']:.1f} s",
+                )
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 if main:
                     save_state(self.out, self.policy, self.opt, self.step, cfg)
                 _barrier(self.world)
         if cfg.eval_every:
             evaluate()
+        if main:
+            progress.close()
+            reporter.close()
         self.policy.eval()
         final = self.out / "final"
         if main:

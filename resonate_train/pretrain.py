@@ -24,6 +24,7 @@ from resonate_train.model import FluxAudioConfig, fluxaudio_mini
 from resonate_train.model.codec import MelCodec
 from resonate_train.model.fluxaudio import MINI_CONFIG
 from resonate_train.model.text import ClapMiniTextEncoder
+from resonate_train.reporting import Progress, Reporter, check_report_to
 from resonate_train.sampling import in_precision
 from resonate_train.system import ResonateSystem, SamplingDefaults
 from ttaeval.devices import setup_process
@@ -65,11 +66,16 @@ class PretrainConfig:
     """Precision of the forward passes: ``bfloat16`` runs them under autocast (weights, EMA,
     optimiser state and the loss stay float32)."""
 
+    report_to: str = "none"
+    """Where the logged scalars also go: ``none``, ``tensorboard`` (``OUT/tensorboard``) or ``wandb``
+    (the optional extras of the same names); the JSONL log is written either way."""
+
     def __post_init__(self) -> None:
         from ttaeval.devices import check_device_name, resolve_dtype
 
         check_device_name(self.device)
         resolve_dtype(self.dtype)
+        check_report_to(self.report_to)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides: object) -> PretrainConfig:
@@ -146,6 +152,8 @@ def pretrain(
     out.mkdir(parents=True, exist_ok=True)
     empty_f, empty_c = network.empty_text(1)
     network.train()
+    reporter = Reporter(cfg.report_to, out, asdict(cfg), out.name)
+    progress = Progress(cfg.steps, 0, log, "pretraining steps")
     with (out / "train_log.jsonl").open("w") as logf:
         for step in range(cfg.steps):
             idx = torch.randint(len(data), (cfg.batch_size,), generator=gen)
@@ -176,7 +184,10 @@ def pretrain(
                 }
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
-                log(f"step {step}: loss {rec['loss']:.4f}")
+                reporter.log(rec, "train")
+                progress.advance(step + 1, f"step {step}: loss {rec['loss']:.4f}")
+    progress.close()
+    reporter.close()
     network.load_state_dict(ema)
     network.eval()
     system.save(out)
