@@ -347,3 +347,38 @@ def test_correlate_metrics_with_human_ratings(tmp_path):
     assert bad.exit_code == 2 and "prompt_id" in bad.output
     unknown = cli("correlate", tmp_path / "run", "--human", tmp_path / "human.csv", "--metric", "nope/x")
     assert unknown.exit_code == 2 and "no metric 'nope/x'" in unknown.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["leaderboard", "runs/x", "--no-such-option"],
+        [
+            "run",
+            "--out",
+            "x",
+            "--suite",
+            "synth:demo",
+            "--scorer",
+            "signal",
+            "--system",
+            "a=synth",
+            "--batch-size",
+            "0",
+        ],
+        ["resonate-train", "grpo", "--out", "x", "--no-such-option"],
+    ],
+)
+def test_a_bad_option_is_a_usage_error_exit_2_whatever_click_typer_runs_on(args, tmp_path):
+    """typer >= 0.29 runs on its own copy of click: its usage errors must still exit 2 with click's
+    message, not 3 as an internal error."""
+    if args[0] == "resonate-train":
+        from resonate_train.cli import app as trainer
+
+        out = CliRunner().invoke(trainer, args[1:])
+    else:
+        from ttaeval.cli import app
+
+        out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert "internal error" not in out.output

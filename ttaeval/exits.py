@@ -65,6 +65,18 @@ def debugging() -> bool:
     return os.environ.get("TTAEVAL_DEBUG", "") not in ("", "0")
 
 
+PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort,
+)  # fmt: skip
+"""Exceptions click turns into its own exit (a usage error: 2 with its message; an explicit exit)."""
+try:  # typer >= 0.29 runs on its own copy of click: its usage errors are these classes
+    from typer._click import exceptions as _vendored
+
+    PASS_THROUGH += (_vendored.ClickException,)
+except ImportError:
+    pass
+
+
 class ExitCodeGroup(TyperGroup):
     """A command group whose commands end with the contract's code and one line, never a traceback
     (unless debugging)."""
@@ -72,7 +84,7 @@ class ExitCodeGroup(TyperGroup):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except PASS_THROUGH:
             raise
         except KeyboardInterrupt:  # not click's "Aborted!" with 1, which reads as "some clips failed"
             Console(stderr=True).print("interrupted: what was committed is kept; run again to resume")
