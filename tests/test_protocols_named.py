@@ -79,3 +79,18 @@ def test_tta_bench_summary_by_hand():
     assert out[("fairness", "gender")] == pytest.approx(100 * 0.1 / 0.5)
     assert ("fairness", "age") not in out.index  # no prompt of that family
     assert not any(math.isnan(v) for v in out)
+
+
+def test_explain_sends_users_only_to_leaderboard_commands_that_work():
+    from typer.testing import CliRunner
+
+    from ttaeval.cli import app
+    from ttaeval.protocols import PROTOCOLS, get_protocol
+
+    for name in [e.name for e in PROTOCOLS]:
+        text = get_protocol(name).explain()
+        suggested = f"--protocol {name})" in text
+        assert suggested == get_protocol(name).per_clip_tables, name
+        out = CliRunner().invoke(app, ["leaderboard", "/nonexistent", "--protocol", name])
+        if not suggested:
+            assert out.exit_code == 2 and "columns of the plain leaderboard" in out.output

@@ -445,9 +445,12 @@ def leaderboard_cmd(
             "--baseline adds a second table: use --format json, md or html (or csv without it)"
         )
     if protocol is not None:
-        if protocol != "tta-bench":
+        from ttaeval.protocols import get_protocol
+
+        if not get_protocol(protocol).per_clip_tables:
             raise _usage_error(
-                f"--protocol {protocol}: only tta-bench has per-clip tables (see ttaeval protocols)"
+                f"--protocol {protocol}: only tta-bench has tables of its own; {protocol}'s are "
+                "columns of the plain leaderboard (see ttaeval protocols --explain)"
             )
         with _open_existing(run_dir) as store:
             table = tta_bench_table(store)

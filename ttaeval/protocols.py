@@ -225,6 +225,9 @@ class Protocol:
     details: str
     set_metrics: Mapping[str, str] = field(default_factory=dict)
     summaries: tuple[str, ...] = ()
+    per_clip_tables: bool = False
+    """``ttaeval leaderboard --protocol NAME`` prints its own tables (TTA-Bench's per dimension and
+    attribute); otherwise its summaries are columns of the plain leaderboard."""
 
     @property
     def id(self) -> str:
@@ -259,7 +262,12 @@ class Protocol:
             ]
             lines += [f"  {spec}\n      {text}" for spec, text in self.set_metrics.items()]
         if self.summaries:
-            lines += ["", "Tables (ttaeval leaderboard --protocol " + self.name + "):"]
+            where = (
+                f"ttaeval leaderboard RUN --protocol {self.name}"
+                if self.per_clip_tables
+                else ("columns of ttaeval leaderboard RUN")
+            )
+            lines += ["", f"Tables ({where}):"]
             lines += [f"  {t}" for t in self.summaries]
         return "\n".join(lines) + "\n"
 
@@ -288,6 +296,7 @@ PROTOCOLS.register(
             "fairness: FS = mean over group pairs of 100*|a-b|/max(a,b) per family "
             "(gender, age, language; lower = fairer)",
         ),
+        per_clip_tables=True,
         details="""
 CLAP (clap:msclap): 44.1 kHz mono; 7 s windows — shorter clips repeated to 7 s as msclap does,
 longer ones covered by evenly spaced full windows whose embeddings are averaged (msclap itself
