@@ -12,7 +12,7 @@ REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4
 	frechet_audio_distance==0.3.4 torchvggish==0.2 torchopenl3==1.0.1 hear21passt==0.0.26 \
 	bigvgan==2.4.1 tangoflux==0.1.0
 
-.PHONY: test demo bench lint clean
+.PHONY: test check durations demo bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,14 @@ $(VENV)/.installed: pyproject.toml
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=15
+
+# The fast tier: the tests measured under half a second in tests/durations.json (`make durations`
+# measures them again with a full run).
+check: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" -x
+
+durations: $(VENV)/.installed
+	TTAEVAL_RECORD_DURATIONS=$(CURDIR)/tests/durations.json $(PY) -m pytest -q
 
 # The main job on the mini world: generate (stand-in systems) -> score (mini scorers) -> leaderboard
 # on the terminal -> the report, regenerated in place (reports/demo/report.html: kept in the repository,

@@ -45,3 +45,37 @@ def tiny_resonate(tmp_path_factory) -> Path:
     )
     system.set_empty_text()
     return system.save(tmp_path_factory.mktemp("base") / "mini")
+
+
+# -- the fast tier (make check) ------------------------------------------------------------------
+# tests/durations.json holds each test's measured seconds (setup + call + teardown; `make durations`
+# writes it from a full run). A test measured above FAST_SECONDS is marked slow, so `make check`
+# (-m "not slow") runs the rest; `make test` runs everything either way. A test not measured yet
+# counts as fast.
+DURATIONS = Path(__file__).with_name("durations.json")
+FAST_SECONDS = 0.5
+_measured: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    import json
+
+    if not DURATIONS.is_file():
+        return
+    seconds = json.loads(DURATIONS.read_text())
+    for item in items:
+        if seconds.get(item.nodeid, 0.0) > FAST_SECONDS:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_logreport(report) -> None:
+    if os.environ.get("TTAEVAL_RECORD_DURATIONS"):
+        _measured[report.nodeid] = _measured.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import json
+
+    target = os.environ.get("TTAEVAL_RECORD_DURATIONS")
+    if target and _measured:
+        Path(target).write_text(json.dumps({k: round(v, 3) for k, v in sorted(_measured.items())}, indent=0))
