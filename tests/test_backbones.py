@@ -236,3 +236,20 @@ def test_passt_logits_equal_hear21passt(tmp_path):
         with torch.no_grad():
             theirs = net(mel(torch.from_numpy(w)[None])[:, None])[0][0].numpy()
         assert np.allclose(ours, theirs, atol=1e-4), np.abs(ours - theirs).max()
+
+
+def test_passt_scores_without_printing_its_debug_shapes(tmp_path, capfd):
+    reference_package("hear21passt")
+    reference_package("timm")
+    from ttaeval.backbones.passt import load_passt, passt_models
+
+    models = passt_models()
+    models.passt.first_RUN = True  # as a fresh import leaves it
+    net = models.passt.get_model(arch="passt_s_swa_p16_128_ap476", pretrained=False, fstride=10, tstride=10,
+                                 input_tdim=998)  # fmt: skip
+    torch.save(net.state_dict(), tmp_path / "passt.pt")
+    capfd.readouterr()
+    loaded = load_passt(str(tmp_path / "passt.pt"))
+    with torch.no_grad():
+        loaded(torch.zeros(1, 1, 128, 998))
+    assert capfd.readouterr().out == ""
