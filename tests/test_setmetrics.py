@@ -113,3 +113,21 @@ def test_per_clip_fad_is_each_clips_frames_against_the_reference():
     assert scores[0] == pytest.approx(fad(clips[0], reference))
     assert scores[1] > 10 * scores[0]  # shifted by 2 in each of 3 dims: about 12
     assert np.isnan(scores[2])  # one frame has no covariance
+
+
+def test_singular_covariances_are_one_summary_warning_not_one_per_row(tmp_path):
+    import warnings
+
+    from ttaeval.metrics.set_metrics import evaluate_set_metrics
+    from ttaeval.runner import RunConfig, run
+    from ttaeval.store import RunStore
+
+    systems = {"a": "synth", "b": "synth,degrade=noise,strength=2", "ref": "synth,seed_offset=1"}
+    run(RunConfig(out=tmp_path / "run", systems=systems, suite="synth:demo", scorers=["clap:mini"],
+                  reference="ref"))  # fmt: skip
+    with RunStore(tmp_path / "run") as store, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = evaluate_set_metrics(store, reference="ref", specs=["fad:clap"], by="dimension")
+    singular = [str(w.message) for w in caught if "singular covariances" in str(w.message)]
+    assert len(table) == 6 and len(singular) == 1  # 2 systems x 3 dimensions, one line
+    assert "(and 5 more)" in singular[0] and "system 'a' in group 'accuracy'" in singular[0]

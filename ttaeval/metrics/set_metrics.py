@@ -406,6 +406,14 @@ def evaluate_set_metrics(
                     rows.append({**row, "n_failed": n_clips - len(part)})
                     continue
                 rows.append(_row(spec, metric, label, system, group, part, ref, n_clips, by))
+    singular = [r.pop("_singular") for r in rows if "_singular" in r]
+    if singular:
+        more = f" (and {len(singular) - 1} more)" if len(singular) > 1 else ""
+        warnings.warn(
+            f"singular covariances, fewer samples than dimensions: {singular[0]}{more}; Frechet "
+            "distances are biased there and comparable only at equal n",
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -457,12 +465,8 @@ def _row(spec, metric, label, system, group, part, ref, n_clips, by) -> dict:
         gen, refs, n = [g for g, _ in pairs], [r for _, r in pairs], len(pairs)
     elif metric.artefact == SAMPLES and refs is not None:
         n_rows = min(sum(len(np.atleast_2d(a)) for a in gen), sum(len(np.atleast_2d(a)) for a in refs))
-        if n_rows <= gen[0].shape[-1]:
-            warnings.warn(
-                f"{spec} of {system}: {n_rows} samples of dimension {gen[0].shape[-1]}: singular "
-                "covariances; Frechet distances are biased and comparable only at equal n",
-                stacklevel=3,
-            )
+        if n_rows <= gen[0].shape[-1]:  # gathered into one warning by evaluate_set_metrics
+            base["_singular"] = f"{spec} of {where}: {n_rows} samples of dimension {gen[0].shape[-1]}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
