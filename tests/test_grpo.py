@@ -414,23 +414,16 @@ def test_the_recheck_runs_pair_clip_for_clip_with_the_study(recipe: str, trained
     clips share their noise with the shipped checkpoint's in runs/compare_mini (issue 8)."""
     recheck, _ = _recheck_and_study(f"recheck_{recipe}.toml")
     assert recheck.systems == {f"{recipe}_rerun": f"resonate:{trained}/final"}
-    assert (
-        f"--out {trained}"
-        in (CONFIGS / f"{recipe}.toml").read_text() + (CONFIGS / f"recheck_{recipe}.toml").read_text()
-    )
 
 
 def test_the_three_recipes_recheck_scores_each_rerun_beside_its_shipped_checkpoint():
     """recheck_recipes.toml: each re-run next to the shipped checkpoint the study scores, with the study's
-    suite, seed and batches (same noise per prompt: paired), at the folder its documented command writes."""
+    suite, seed and batches (same noise per prompt: paired)."""
     recheck, study = _recheck_and_study("recheck_recipes.toml")
     recipes = ("dpo_clap_sft", "grpo_judge_aqa", "grpo_judge_total")
-    text = (CONFIGS / "recheck_recipes.toml").read_text()
     for recipe in recipes:
         assert recheck.systems[recipe] == study.systems[recipe]
         assert recheck.systems[f"{recipe}_rerun"] == f"resonate:runs/recheck/{recipe}/final"
-        command = f"--config resonate_train/configs/{recipe}.toml --out runs/recheck/{recipe}"
-        assert command in " ".join(text.split())
     assert len(recheck.systems) == 2 * len(recipes)
 
 
