@@ -171,6 +171,78 @@ def save_tiny_qwen25_omni(folder, full: bool = False):
     return model.eval(), processor
 
 
+def save_tiny_qwen3_omni(folder, full: bool = False):
+    """A tiny Qwen3-Omni thinker (MoE text model: 4 experts, 2 per token) with its processor, built as
+    ``save_tiny_qwen25_omni`` builds Qwen2.5-Omni's; ``full``: wrapped in the whole model, saved without
+    the talker but with ``enable_audio_output`` on, as the released Instruct folder's config says."""
+    import json
+
+    from transformers import (
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        Qwen3OmniMoeAudioEncoderConfig,
+        Qwen3OmniMoeConfig,
+        Qwen3OmniMoeForConditionalGeneration,
+        Qwen3OmniMoeProcessor,
+        Qwen3OmniMoeTextConfig,
+        Qwen3OmniMoeThinkerConfig,
+        Qwen3OmniMoeThinkerForConditionalGeneration,
+        Qwen3OmniMoeVisionEncoderConfig,
+        WhisperFeatureExtractor,
+    )
+
+    # Qwen3-Omni answers lowercase: "yes" and "no" must be single tokens
+    words = (
+        "Does this audio contain the sound events described by the text yes no Can you hear 1 2 3 4 5 6 7 8 9"
+    )
+    tok = bpe_tokenizer(
+        CORPUS + [words] * 20, special=OMNI_SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", unk_token="<unk>", extra_special_tokens=list(OMNI_SPECIAL[1:10]),
+        **OMNI_NAMED,
+    )  # fmt: skip
+    fe = WhisperFeatureExtractor(
+        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
+    )
+    processor = Qwen3OmniMoeProcessor(
+        image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+        feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+    thinker = Qwen3OmniMoeThinkerConfig(
+        audio_config=Qwen3OmniMoeAudioEncoderConfig(
+            num_mel_bins=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
+            output_dim=64, downsample_hidden_size=8, max_source_positions=100,  # n_window: the processor's 50
+        ),
+        vision_config=Qwen3OmniMoeVisionEncoderConfig(
+            depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=64,
+            num_position_embeddings=16, deepstack_visual_indexes=[0],
+        ),
+        text_config=Qwen3OmniMoeTextConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, moe_intermediate_size=32, num_experts=4,
+            num_experts_per_tok=2,
+            # mrope_section sums to head_dim / 2
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 6, 6]},
+        ),
+        audio_token_id=tok.audio_token_id, image_token_id=tok.image_token_id,
+        video_token_id=tok.video_token_id, audio_start_token_id=tok.audio_bos_token_id,
+        vision_start_token_id=tok.vision_bos_token_id,  # not a declared field, but the rope index reads it
+    )  # fmt: skip
+    torch.manual_seed(0)
+    if full:
+        whole = Qwen3OmniMoeForConditionalGeneration(
+            Qwen3OmniMoeConfig(thinker_config=thinker, enable_audio_output=False)
+        )
+        whole.save_pretrained(folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "enable_audio_output": True}))
+        model = whole.thinker
+    else:
+        model = Qwen3OmniMoeThinkerForConditionalGeneration(thinker)
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return model.eval(), processor
+
+
 def direct_probs(model, processor, audio: np.ndarray, question: str, tokens) -> np.ndarray:
     """One question, one clip, no padding: the reference first-token probabilities of ``tokens``."""
     conversation = [
@@ -183,8 +255,8 @@ def direct_probs(model, processor, audio: np.ndarray, question: str, tokens) -> 
     return probs[processor.tokenizer.convert_tokens_to_ids(list(tokens))].numpy()
 
 
-def direct_yes_score(model, processor, audio: np.ndarray, question: str) -> float:
-    yes, no = direct_probs(model, processor, audio, question, ("Yes", "No"))
+def direct_yes_score(model, processor, audio: np.ndarray, question: str, answers=("Yes", "No")) -> float:
+    yes, no = direct_probs(model, processor, audio, question, answers)
     return float(yes / (yes + no))
 
 
@@ -299,6 +371,31 @@ def test_qwen25_omni_thinker_batched_equals_direct(tmp_path, full):
             direct_yes_score(model, processor, a, t.aqa.format(caption=text)), abs=1e-5
         )
         assert r.values["quality"] == pytest.approx(direct_quality(model, processor, a, t.quality), abs=1e-5)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["thinker-folder", "omni-folder"])
+def test_qwen3_omni_thinker_batched_equals_direct(tmp_path, full):
+    reference_package("torchvision")  # Qwen3-Omni's processor holds the Qwen2-VL video processor
+    model, processor = save_tiny_qwen3_omni(tmp_path, full=full)
+    scorer = get_scorer(f"judge:hf,model={tmp_path},batch_size=3,question_batch=4,w_events=0")
+    assert scorer.family == "qwen3-omni" and scorer.answer_tokens[:2] == ("yes", "no")
+    rng = np.random.default_rng(1)
+    # the last is longer than the 4 s window, which Qwen3-Omni's processor would not cut: the judge does
+    audio = [(0.1 * rng.standard_normal(int(16_000 * s))).astype(np.float32) for s in (1.5, 3, 5.2)]
+    texts = ["a dog barks", "a bell rings twice and an engine idles", "rain"]
+    results = scorer.score(
+        [Clip(a[None], 16_000, Prompt(str(i), t)) for i, (a, t) in enumerate(zip(audio, texts))]
+    )
+    t = scorer.question_templates
+    for a, text, r in zip(audio, texts, results):
+        heard = a[:64_000]
+        aqa = direct_yes_score(model, processor, heard, t.aqa.format(caption=text), answers=("yes", "no"))
+        assert r.values["aqa"] == pytest.approx(aqa, abs=1e-5)
+        quality = direct_quality(model, processor, heard, t.quality)
+        assert r.values["quality"] == pytest.approx(quality, abs=1e-5)
+    assert scorer._context[1] == 52  # 400 frames: 4 chunks of 100, 13 audio tokens each
+    with pytest.raises(ValueError, match="qwen3-omni has none"):
+        get_scorer(f"judge:hf,model={tmp_path},layout=official")
 
 
 def test_odd_but_valid_audio_is_scored(tiny):

@@ -1,13 +1,19 @@
 """``judge:hf`` — the judge on a transformers model from a folder; ``judge:mini`` — the shipped judge-mini.
 
-Supported: Qwen2-Audio (``Qwen2AudioForConditionalGeneration``) and the thinker of Qwen2.5-Omni
-(``Qwen2_5OmniThinkerForConditionalGeneration``; the talker is never loaded). Only the first answer
-token's distribution is needed, so there is no ``generate``: the questions go through the model in
-left-padded batches, one forward pass each, and the last position of every row is read.
+Supported: Qwen2-Audio (``Qwen2AudioForConditionalGeneration``) and the thinkers of Qwen2.5-Omni
+(``Qwen2_5OmniThinkerForConditionalGeneration``) and of Qwen3-Omni
+(``Qwen3OmniMoeThinkerForConditionalGeneration``), from a thinker folder or a released whole-model
+folder (the talker is never loaded). Only the first answer token's distribution is needed, so there
+is no ``generate``: the questions go through the model in left-padded batches, one forward pass
+each, and the last position of every row is read.
+
+Every family hears at most its feature extractor's window (``n_samples``: 30 s in the released
+folders): Qwen2-Audio's and Qwen2.5-Omni's processors cut there themselves; Qwen3-Omni's would encode
+the whole clip, so the clip is cut before it (its audio tokens then fit the context accounting below).
 
 A clip's questions share one pass through the audio encoder (Qwen2-Audio): rows of a scoring call
 whose audio features are equal are encoded once, the first time they come, and reused by every
-later batch of the call. (Qwen2.5-Omni's thinker encodes each row's audio; its encoder takes the
+later batch of the call. (The Omni thinkers encode each row's audio; their encoders take the
 batch's features concatenated, which this does not split.)
 
 A question whose chat-template text is longer than the model's context (``max_text_tokens``) is cut
@@ -45,18 +51,30 @@ SYSTEM_PROMPTS = {
         "perceiving auditory and visual inputs, as well as generating text and speech."
     ),
 }
-"""Each family's own system prompt (its model card's), which the ``official`` layout sends."""
+"""Each family's own system prompt (its model card's), which the ``official`` layout sends. Qwen3-Omni
+has none: its model card names no default (only one for spoken audio-visual chat), so ``official``
+is refused for it."""
 LAYOUTS = ("audio-first", "official")
 
 FAMILY_OF_MODEL_TYPE = {
     "qwen2_audio": "qwen2-audio",
     "qwen2_5_omni": "qwen2.5-omni",
     "qwen2_5_omni_thinker": "qwen2.5-omni",
+    "qwen3_omni_moe": "qwen3-omni",
+    "qwen3_omni_moe_thinker": "qwen3-omni",
 }
 
 
+def qwen3_omni_audio_tokens(frames: int, n_window: int = 50) -> int:
+    """Audio tokens Qwen3-Omni's encoder makes of ``frames`` mel frames (its processor's count): 13 per
+    full chunk of ``2 * n_window`` frames, the rest halved three times."""
+    chunk = 2 * n_window
+    rest = (frames % chunk - 1) // 2 + 1
+    return ((rest - 1) // 2 + 1 - 1) // 2 + 1 + frames // chunk * 13
+
+
 def load_judge_model(path: Path, device: str = "cpu"):
-    """(model, processor, model_type) from a Qwen2-Audio or Qwen2.5-Omni folder, offline."""
+    """(model, processor, model_type) from a Qwen2-Audio, Qwen2.5-Omni or Qwen3-Omni folder, offline."""
     from transformers import AutoConfig, AutoProcessor
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -76,9 +94,21 @@ def load_judge_model(path: Path, device: str = "cpu"):
             path, local_files_only=True, enable_audio_output=False
         )
         model = full.thinker
+    elif kind == "qwen3_omni_moe_thinker":
+        from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
+
+        model = Qwen3OmniMoeThinkerForConditionalGeneration.from_pretrained(path, local_files_only=True)
+    elif kind == "qwen3_omni_moe":  # a released Qwen3-Omni folder: keep the thinker, never build the talker
+        from transformers import Qwen3OmniMoeForConditionalGeneration
+
+        full = Qwen3OmniMoeForConditionalGeneration.from_pretrained(
+            path, local_files_only=True, enable_audio_output=False
+        )
+        model = full.thinker
     else:
         raise ValueError(
-            f"judge:hf supports Qwen2-Audio and Qwen2.5-Omni folders; {path} holds a {kind!r} model"
+            f"judge:hf supports Qwen2-Audio, Qwen2.5-Omni and Qwen3-Omni folders (a thinker or the whole "
+            f"model); {path} holds a {kind!r} model"
         )
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
     return model.to(device).eval(), processor, kind
@@ -86,7 +116,7 @@ def load_judge_model(path: Path, device: str = "cpu"):
 
 @dataclass
 class HFJudgeScorer(JudgeScorer):
-    """The judge on a transformers Qwen2-Audio or Qwen2.5-Omni (thinker) folder."""
+    """The judge on a transformers Qwen2-Audio, Qwen2.5-Omni or Qwen3-Omni (thinker) folder."""
 
     backend = "hf"
     id_exclude = (*JudgeScorer.id_exclude, "question_batch", "max_text_tokens")
@@ -138,6 +168,11 @@ class HFJudgeScorer(JudgeScorer):
         if self.family == "auto":
             self.family = FAMILY_OF_MODEL_TYPE[self._kind]
         super().__post_init__()
+        if self.layout == "official" and self.family not in SYSTEM_PROMPTS:
+            raise ValueError(
+                f"judge:{self.backend}: layout=official sends the family's system prompt, and {self.family} "
+                f"has none (known: {', '.join(SYSTEM_PROMPTS)}); use layout=audio-first"
+            )
         tokenizer = self._processor.tokenizer
         check_tokenizer(tokenizer, f"judge:{self.backend} {path}")
         tokenizer.padding_side = "left"  # the last position is every row's next token
@@ -182,13 +217,17 @@ class HFJudgeScorer(JudgeScorer):
 
     def _context_tokens(self) -> tuple[int, int]:
         """(positions the language model reads, audio tokens of the longest clip its feature extractor
-        keeps): Qwen2-Audio's encoder halves the mel frames twice (a stride-2 conv, then pooling)."""
+        keeps): Qwen2-Audio's encoder (and Qwen2.5-Omni's) halves the mel frames twice (a stride-2
+        conv, then pooling); Qwen3-Omni's is ``qwen3_omni_audio_tokens``."""
         config = self._model.config
         text = getattr(config, "text_config", None) or config
         positions = getattr(text, "max_position_embeddings", None) or DEFAULT_CONTEXT
         extractor = getattr(self._processor, "feature_extractor", None)
         frames = getattr(extractor, "nb_max_frames", 0) or 0
-        audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1 if frames > 2 else 0
+        if self._kind.startswith("qwen3_omni"):
+            audio = qwen3_omni_audio_tokens(frames, getattr(self._processor, "n_window", 50)) if frames else 0
+        else:
+            audio = ((frames - 1) // 2 + 1 - 2) // 2 + 1 if frames > 2 else 0
         return int(positions), int(audio)
 
     def _count(self, text: str) -> int:
@@ -295,11 +334,12 @@ class HFJudgeScorer(JudgeScorer):
         import torch
 
         out: np.ndarray | None = None
+        window = getattr(getattr(self._processor, "feature_extractor", None), "n_samples", None)
         for s in range(0, len(order), size):
             rows = order[s : s + size]
             inputs = self._processor(
                 text=[texts[i] for i in rows],
-                audio=[audio[i] for i in rows],
+                audio=[audio[i][:window] for i in rows],  # what the extractor keeps (Qwen3-Omni's keeps all)
                 sampling_rate=self.sample_rate,
                 return_tensors="pt",
                 padding=True,
@@ -309,8 +349,9 @@ class HFJudgeScorer(JudgeScorer):
                     positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
                     hidden = self._model.model(**inputs, position_ids=positions).last_hidden_state
                     logits = self._model.lm_head(hidden[:, -1, :])
-                else:  # Omni computes its own 3-D positions from the mask
-                    logits = self._model(**inputs).logits[:, -1, :]
+                else:  # an Omni thinker computes its own 3-D positions from the mask
+                    hidden = self._model.model(**inputs, use_cache=False).last_hidden_state
+                    logits = self._model.lm_head(hidden[:, -1, :])
             probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), probs.shape[1]), np.float32)
