@@ -444,3 +444,26 @@ def test_each_shipped_recipe_still_describes_the_run_that_made_its_checkpoint(pa
     ):  # the judge these runs were trained with was renamed when judge-mini was retrained
         shipped["rewards"] = [r.replace("judge:mini#", "judge:mini-v1#") for r in shipped["rewards"]]
     assert {k: cfg[k] for k in shipped} == shipped
+
+
+def test_study2_recipes_load_with_one_budget_and_the_sweep_shares_the_seed_0_pairs():
+    from dataclasses import asdict
+
+    from resonate_train.compare import CompareConfig
+    from resonate_train.dpo import PAIR_FIELDS, DPOConfig
+    from ttaeval.runner import RunConfig
+
+    study = CONFIGS / "study2"
+    grpo = [GRPOConfig.from_toml(p) for p in sorted(study.glob("grpo_*.toml"))]
+    dpo = DPOConfig.from_toml(study / "dpo_clap.toml")
+    assert {(c.prompt_limit, c.steps * c.prompts_per_step * c.group_size) for c in grpo} == {(64, 2560)}
+    assert (dpo.prompt_limit, dpo.pair_prompts * dpo.samples_per_prompt) == (64, 2560)
+    for path in sorted(study.glob("sweep_*.toml")):
+        if path.name == "sweep_eval.toml":
+            assert RunConfig.from_toml(path).suite == "synth:validation"
+            continue
+        sweep = DPOConfig.from_toml(path)
+        assert sweep.pairs_from == "runs/study2/dpo_clap_s0"
+        assert {k: asdict(sweep)[k] for k in PAIR_FIELDS} == {k: asdict(dpo)[k] for k in PAIR_FIELDS}
+    compare = CompareConfig.from_toml(study / "compare.toml")
+    assert set(compare.recipes) == {"dpo_clap", "grpo_clap", "grpo_judge_aqa"}
