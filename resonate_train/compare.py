@@ -144,7 +144,6 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
     )
     out = Path(cfg.out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    baselines = dict.fromkeys([cfg.baseline, *(c.baseline for c in cfg.claims)])
     if cfg.baseline in cfg.recipes:
         raise ValueError(f"baseline {cfg.baseline!r} must be a system, not a recipe")
     seed_baselines = dict.fromkeys([cfg.baseline, *(b for c in cfg.claims for _, b in cfg.seed_pairs(c))])
@@ -153,14 +152,17 @@ def compare(cfg: CompareConfig, command: str | None = None) -> Path:
         independent = prompts.loc[~prompts["dimension"].isin(cfg.dependent_dimensions), "prompt_id"]
         values, directions = clip_table(store), metric_directions(store)
         paired = {b: paired_table(store, b, prompt_ids=independent) for b in seed_baselines}
-        per_dimension = {b: paired_table(store, b, by="dimension") for b in baselines if b not in cfg.recipes}
-    values = values[values["prompt_id"].isin(set(independent))]
+    dimension_of = dict(zip(prompts["prompt_id"], prompts["dimension"]))
     sections = [
         _claims_section(
-            claims_table(claim_records(values, directions, cfg), cfg),
+            claims_table(
+                claim_records(values[values["prompt_id"].isin(set(independent))], directions, cfg), cfg
+            ),
             reward_hacking_table(paired[cfg.baseline], cfg),
             cfg,
-            claims_by_dimension(per_dimension, cfg),
+            claims_by_dimension(
+                values.assign(dimension=values["prompt_id"].map(dimension_of)), directions, cfg
+            ),
             claims_per_seed(paired, cfg),
         )
     ]
@@ -311,24 +313,26 @@ def claims_per_seed(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.D
     return table.drop(columns="_r").sort_values(["seed"], kind="stable").reset_index(drop=True)
 
 
-def claims_by_dimension(paired: dict[str, pd.DataFrame], cfg: CompareConfig) -> pd.DataFrame:
-    """Each claim's paired difference within each prompt dimension (``paired``: baseline ->
-    ``paired_table(..., by="dimension")``), with n; dependent dimensions marked. Descriptive: the
-    verdicts are the pooled table's."""
+def claims_by_dimension(
+    values: pd.DataFrame, directions: dict[str, bool | None], cfg: CompareConfig
+) -> pd.DataFrame:
+    """Each claim's paired difference within each prompt dimension (``values``: ``clip_table`` rows
+    with their prompt's ``dimension``), read as the pooled claims are (``claim_records``: recipes
+    pooled over their seeds), with n; dependent dimensions marked. Descriptive: the verdicts are the
+    pooled table's."""
     rows = []
-    for claim in cfg.claims:
-        if claim.system in cfg.recipes or claim.baseline in cfg.recipes:
-            continue  # a recipe's seeds are shown per seed instead
-        part = paired[claim.baseline]
-        part = part[(part["system"] == claim.system) & (part["metric"] == claim.metric)]
-        for _, r in part.iterrows():
-            dependent = r["group"] in cfg.dependent_dimensions
+    dimensions = sorted(set(values["dimension"]))
+    per_dimension = {d: claim_records(values[values["dimension"] == d], directions, cfg) for d in dimensions}
+    for i, claim in enumerate(cfg.claims):
+        for dimension in dimensions:
+            r = per_dimension[dimension][i]
+            if not r["n"]:
+                continue
+            dependent = dimension in cfg.dependent_dimensions
             rows.append(
                 {
                     "claim": claim.text,
-                    "dimension": f"{r['group']} (perturbations: not independent)"
-                    if dependent
-                    else r["group"],
+                    "dimension": f"{dimension} (perturbations: not independent)" if dependent else dimension,
                     "difference [95% CI]": f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
                     "n": int(r["n"]),
                 }
