@@ -253,3 +253,31 @@ def test_each_clip_is_encoded_once_for_all_of_its_questions(judge):
     before = judge.encoder_rows
     judge.score(clips)
     assert judge.encoder_rows - before == len(clips)
+
+
+def test_judge_mini_eval_is_another_judge_mini_that_no_fine_tune_trains_on(judge):
+    """judge:mini-eval: the same recipe with another seed (other training scenes), so a study's judge
+    claims can be read from a judge that was never a reward; as good on the held-out scenes."""
+    from ttaeval.judge.hf import MiniEvalJudgeScorer
+
+    independent = get_scorer("judge:mini-eval")
+    assert isinstance(independent, MiniEvalJudgeScorer) and independent.id.startswith("judge:mini-eval@2,")
+    assert independent.identity_options()["weights"] != judge.identity_options()["weights"]
+    ours = json.loads((JUDGE_MINI.parent / "judge_mini_eval" / "metrics.json").read_text())
+    shipped = json.loads((JUDGE_MINI / "metrics.json").read_text())
+    assert ours["config"]["seed"] != shipped["config"]["seed"]
+    assert {k: v for k, v in ours["config"].items() if k != "seed"} == {
+        k: v for k, v in shipped["config"].items() if k != "seed"
+    }
+    assert ours["metrics"]["aqa_auc"] > 0.85 and ours["metrics"]["event_presence_accuracy"] > 0.85
+    from resonate_train.dpo import DPOConfig
+    from resonate_train.grpo import GRPOConfig
+
+    study = Path(__file__).resolve().parents[1] / "resonate_train" / "configs" / "study2"
+    rewards = [r for p in study.glob("grpo_*.toml") for r in GRPOConfig.from_toml(p).rewards]
+    rewards += [
+        DPOConfig.from_toml(p).reward
+        for p in study.glob("*.toml")
+        if p.name.startswith(("dpo", "sweep_l", "sweep_s"))
+    ]
+    assert rewards and not any("mini-eval" in r for r in rewards)  # never a reward

@@ -403,3 +403,16 @@ class MiniV1JudgeScorer(MiniJudgeScorer):
 
     model: Path | None = JUDGE_MINI.parent / "judge_mini_v1"
     """The judge-mini v1 folder shipped in the package."""
+
+
+@dataclass
+class MiniEvalJudgeScorer(MiniJudgeScorer):
+    """``judge:mini-eval``: a second judge-mini, trained by the same recipe with another seed and so
+    on other training scenes (``metrics.json`` beside it), that no fine-tune is trained on: the
+    independent judge a study reads its judge claims from, as ``clap:mini-heldout`` is for CLAP."""
+
+    backend = "mini-eval"
+
+    model: Path | None = JUDGE_MINI.parent / "judge_mini_eval"
+    """The judge-mini-eval folder shipped in the package."""
+

@@ -131,6 +131,12 @@ register_scorer(
     "ttaeval.judge.hf:MiniV1JudgeScorer",
     requires=("torch", "transformers"),
 )
+register_scorer(
+    "judge",
+    "mini-eval",
+    "ttaeval.judge.hf:MiniEvalJudgeScorer",
+    requires=("torch", "transformers"),
+)
 register_scorer("embed", "mini", "ttaeval.embedders.mini:MiniScorer", requires=("torch",))
 register_scorer("embed", "vggish", "ttaeval.embedders.vggish:VGGishScorer", requires=("torch",))
 register_scorer("embed", "panns", "ttaeval.embedders.panns:PannsScorer", requires=("torch",))
