@@ -114,5 +114,9 @@ def test_the_root_holds_few_modules_and_the_public_names_work():
     root = sorted(p.stem for p in ROOT.glob("*.py") if p.stem not in ("__init__", "__main__"))
     packages = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").exists())
     assert {"embedders", "metrics", "scorers", "judge", "io", "report", "synth"} <= set(packages), packages
-    assert len(root) <= 12, root
+    # every root module is an entry point of its own (a new one joins this list on purpose)
+    assert root == [
+        "checkpoints", "cli", "demo", "devices", "exits", "folder_fad", "optional", "protocols", "records",
+        "registry", "rewards", "runner", "scoring",
+    ], root  # fmt: skip
     from ttaeval import GaussianStats, frechet_distance, get_scorer, load_audio, load_prompts  # noqa: F401
