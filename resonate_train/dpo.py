@@ -230,13 +230,18 @@ class DPOTrainer:
         v = in_precision(net, self.cfg.dtype)(x_t, t, feats, pooled)
         return ((v - (noise - x0)) ** 2).flatten(1).mean(1)
 
-    def train_step(self) -> dict:
-        cfg, start = self.cfg, time.perf_counter()
+    def _refresh_pairs(self) -> None:
+        """Pairs for this step: made once (offline, then saved), or again every ``online_every``."""
+        cfg = self.cfg
         if self.pairs is None or (cfg.online_every and self.step % cfg.online_every == 0):
             self.pairs = self.make_pairs(self.step // cfg.online_every if cfg.online_every else 0)
             if not cfg.online_every:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self.pairs.save(self.out / PAIRS_NAME, self.pair_settings())
+
+    def train_step(self) -> dict:
+        cfg, start = self.cfg, time.perf_counter()
+        self._refresh_pairs()
         rng = np.random.default_rng([cfg.seed, self.step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         idx = torch.from_numpy(rng.integers(len(self.pairs.texts), size=cfg.batch_size))
@@ -274,6 +279,8 @@ class DPOTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "dpo_config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
         reporter = Reporter(self.cfg.report_to, self.out, asdict(self.cfg), self.out.name)
+        if self.step < self.cfg.steps and not self.cfg.online_every:
+            self._refresh_pairs()  # before the clock starts: the ETA is of the training steps
         progress = Progress(self.cfg.steps, self.step, self.log, "DPO steps")
         with (self.out / LOG_NAME).open("a") as logf:
             while self.step < self.cfg.steps:
