@@ -138,6 +138,7 @@ TORCH_SPECS = (
     "judge:hf",
     "judge:mini",
     "judge:mini-v1",
+    "judge:mini-eval",
     "embed:mini",
     "embed:vggish",
     "embed:panns",
@@ -284,8 +285,8 @@ NOT_HERE = {
 }
 """Backends whose tiny models are not cheap (> 5 s on this CPU): not run here. The numbers were
 measured once the same way; the dtype checks above still construct them."""
-MINI = {"clap:mini", "clap:mini-heldout", "judge:mini", "judge:mini-v1", "embed:mini"}
-"""Covered by the shipped-weights tests above (the heldout and v1 variants share their code)."""
+MINI = {"clap:mini", "clap:mini-heldout", "judge:mini", "judge:mini-v1", "judge:mini-eval", "embed:mini"}
+"""Covered by the shipped-weights tests above (the heldout, v1 and eval variants share their code)."""
 
 
 def test_every_torch_backend_is_checked_or_said_why_not():
