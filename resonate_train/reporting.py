@@ -73,6 +73,13 @@ class Reporter:
             self._run.finish()
 
 
+def _prints_to_stdout(log) -> bool:
+    """Whether ``log`` is a plain print to stdout (the CLI's), which the progress bar may take over."""
+    import typer
+
+    return log is print or log is typer.echo
+
+
 class Progress:
     """Steps done, their rate and the time left: a rich progress bar on a terminal; on anything
     else (a log file, CI) each line the trainer logs gets ``[step/total, ETA]`` in front."""
@@ -81,7 +88,7 @@ class Progress:
         self.total, self.start_step, self.log = total, done, log
         self.started = time.perf_counter()
         self._bar = None
-        if sys.stdout.isatty() and log is print:
+        if sys.stdout.isatty() and _prints_to_stdout(log):
             from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
             from rich.progress import Progress as RichProgress
 
@@ -103,7 +110,7 @@ class Progress:
         """``step`` steps are done; ``message`` describes the last."""
         if self._bar is not None:
             self._bar.update(self._task, completed=step)
-            self._bar.console.print(message)
+            self._bar.console.print(message, markup=False, highlight=False)
         else:
             self.log(f"[{step}/{self.total}, {self.eta(step)}] {message}")
 
