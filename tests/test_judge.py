@@ -102,6 +102,26 @@ OMNI_NAMED = {
 }
 
 
+def omni_processor(processor_class, words: str):
+    """An Omni processor built offline: a tiny BPE tokenizer that holds ``words`` (the answer tokens
+    among them, as single tokens), a 64-band Whisper extractor with a 4 s window, the Qwen2-VL image
+    and video processors (they need torchvision)."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor, WhisperFeatureExtractor
+
+    tok = bpe_tokenizer(
+        CORPUS + [words] * 20, special=OMNI_SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+        pad_token="<|endoftext|>", unk_token="<unk>", extra_special_tokens=list(OMNI_SPECIAL[1:10]),
+        **OMNI_NAMED,
+    )  # fmt: skip
+    fe = WhisperFeatureExtractor(
+        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
+    )
+    return processor_class(
+        image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+        feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE,
+    )  # fmt: skip
+
+
 def save_tiny_qwen25_omni(folder, full: bool = False):
     """A tiny Qwen2.5-Omni thinker (``full``: wrapped in the whole Omni model, talker disabled, as a
     released folder is laid out) with its processor. The processor needs the Qwen2-VL image and video
@@ -115,26 +135,13 @@ def save_tiny_qwen25_omni(folder, full: bool = False):
         Qwen2_5OmniThinkerConfig,
         Qwen2_5OmniThinkerForConditionalGeneration,
         Qwen2_5OmniVisionEncoderConfig,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-        WhisperFeatureExtractor,
     )
 
-    words = (
-        "Does this audio contain the sound events described by the text Yes No Can you hear 1 2 3 4 5 6 7 8"
+    processor = omni_processor(
+        Qwen2_5OmniProcessor,
+        "Does this audio contain the sound events described by the text Yes No Can you hear 1 2 3 4 5 6 7 8",
     )
-    tok = bpe_tokenizer(
-        CORPUS + [words] * 20, special=OMNI_SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
-        pad_token="<|endoftext|>", unk_token="<unk>", extra_special_tokens=list(OMNI_SPECIAL[1:10]),
-        **OMNI_NAMED,
-    )  # fmt: skip
-    fe = WhisperFeatureExtractor(
-        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
-    )
-    processor = Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
-        feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+    tok = processor.tokenizer
     thinker = Qwen2_5OmniThinkerConfig(
         audio_config=Qwen2_5OmniAudioEncoderConfig(
             num_mel_bins=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
@@ -178,8 +185,6 @@ def save_tiny_qwen3_omni(folder, full: bool = False):
     import json
 
     from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
         Qwen3OmniMoeAudioEncoderConfig,
         Qwen3OmniMoeConfig,
         Qwen3OmniMoeForConditionalGeneration,
@@ -188,25 +193,15 @@ def save_tiny_qwen3_omni(folder, full: bool = False):
         Qwen3OmniMoeThinkerConfig,
         Qwen3OmniMoeThinkerForConditionalGeneration,
         Qwen3OmniMoeVisionEncoderConfig,
-        WhisperFeatureExtractor,
     )
 
     # Qwen3-Omni answers lowercase: "yes" and "no" must be single tokens
-    words = (
-        "Does this audio contain the sound events described by the text yes no Can you hear 1 2 3 4 5 6 7 8 9"
+    processor = omni_processor(
+        Qwen3OmniMoeProcessor,
+        "Does this audio contain the sound events described by the text yes no "
+        "Can you hear 1 2 3 4 5 6 7 8 9",
     )
-    tok = bpe_tokenizer(
-        CORPUS + [words] * 20, special=OMNI_SPECIAL, eos_token="<|im_end|>", bos_token="<|endoftext|>",
-        pad_token="<|endoftext|>", unk_token="<unk>", extra_special_tokens=list(OMNI_SPECIAL[1:10]),
-        **OMNI_NAMED,
-    )  # fmt: skip
-    fe = WhisperFeatureExtractor(
-        feature_size=64, sampling_rate=16_000, hop_length=160, chunk_length=4, n_fft=400
-    )
-    processor = Qwen3OmniMoeProcessor(
-        image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
-        feature_extractor=fe, tokenizer=tok, chat_template=CHAT_TEMPLATE,
-    )  # fmt: skip
+    tok = processor.tokenizer
     thinker = Qwen3OmniMoeThinkerConfig(
         audio_config=Qwen3OmniMoeAudioEncoderConfig(
             num_mel_bins=64, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=128, d_model=64,
