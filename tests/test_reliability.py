@@ -153,6 +153,16 @@ def test_user_text_is_never_read_as_rich_markup(tmp_path):
     assert "ttaeval[laion]" in captured.get()
 
 
+def test_messages_are_one_line_each_in_a_narrow_log(tmp_path):
+    """A log file is 80 columns to Rich: a long path must still come out whole, on one line."""
+    missing = tmp_path / ("a_long_folder_name_" * 6) / "prompts.jsonl"
+    args = ["score", tmp_path, "--prompts", missing, "--scorer", "signal", "--out", tmp_path / "r"]
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(missing) in lines[0], result.output
+
+
 def _good_run_folder(tmp_path: Path) -> tuple[Path, Path]:
     suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(3)])
     folder = tmp_path / "sys"

@@ -50,7 +50,7 @@ from ttaeval.store import STORE_NAME, RunLock, RunStore, StoreError
 app = typer.Typer(
     cls=ExitCodeGroup, add_completion=False, no_args_is_help=True, help="Evaluate text-to-audio systems."
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages are one line each, however narrow the terminal
 
 
 @app.callback()

@@ -87,12 +87,17 @@ class ExitCodeGroup(TyperGroup):
         except PASS_THROUGH:
             raise
         except KeyboardInterrupt:  # not click's "Aborted!" with 1, which reads as "some clips failed"
-            Console(stderr=True).print("interrupted: what was committed is kept; run again to resume")
+            _stderr().print("interrupted: what was committed is kept; run again to resume")
             raise typer.Exit(INTERRUPTED) from None
         except Exception as exc:
             if debugging() or (ctx.params or {}).get("debug"):
-                Console(stderr=True).print(traceback.format_exc(), markup=False, highlight=False)
+                _stderr().print(traceback.format_exc(), markup=False, highlight=False)
             raise failure(exc) from None
+
+
+def _stderr() -> Console:
+    """Messages go to stderr unwrapped: one line each, whatever the terminal's (or a log's) width."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 def failure(exc: BaseException, console: Console | None = None) -> typer.Exit:
@@ -101,5 +106,5 @@ def failure(exc: BaseException, console: Console | None = None) -> typer.Exit:
 
     code, message = classify(exc)
     label = "[red]error:[/red]" if code == USAGE else "[red]failed:[/red]"
-    (console or Console(stderr=True)).print(f"{label} {escape(printable(message))}", highlight=False)
+    (console or _stderr()).print(f"{label} {escape(printable(message))}", highlight=False)
     return typer.Exit(code)
