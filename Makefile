@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 DEMO := demo_out
+# Where torch's CPU build comes from when there is no NVIDIA GPU (`make TORCH_INDEX=` to skip it).
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
 # The published packages whose model code the real backends use, installed without their
 # dependencies (they would pin numpy<2 or replace torch with a CUDA build; see pyproject's extras).
 REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4 \
@@ -16,9 +18,11 @@ REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	# torch first, from the builds this machine serves (torchvision is what laion_clap needs);
-	# a plain `pip install torch` would download a multi-GB CUDA build.
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	# torch first (torchvision is what laion_clap needs): from TORCH_INDEX too, so a machine without
+	# an NVIDIA GPU gets the CPU build rather than PyPI's multi-GB CUDA one. Where that index is not
+	# reachable, pip warns and takes the build its other indexes serve.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 \
+	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers,tangoflux,tensorboard]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
 	# Debian's Chromium, for the test that opens the HTML report in a headless browser
@@ -26,13 +30,14 @@ $(VENV)/.installed: pyproject.toml
 	  || echo "could not install chromium: the HTML report's browser test will fail"
 	touch $@
 
+# Both tiers spread the tests over the machine's cores (pytest-xdist; one torch thread a worker).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n auto --durations=15
 
 # The fast tier: the tests measured under half a second in tests/durations.json (`make durations`
-# measures them again with a full run).
+# measures them again with a full run, one test at a time).
 check: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not slow" -x
+	$(PY) -m pytest -q -m "not slow" -x -n auto
 
 durations: $(VENV)/.installed
 	TTAEVAL_RECORD_DURATIONS=$(CURDIR)/tests/durations.json $(PY) -m pytest -q

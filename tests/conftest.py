@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: the cores go to the workers, not to each op
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 SHARED_DATA = Path(
     os.environ.get("TTAEVAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -77,5 +80,5 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     import json
 
     target = os.environ.get("TTAEVAL_RECORD_DURATIONS")
-    if target and _measured:
+    if target and _measured and not hasattr(session.config, "workerinput"):  # the controller writes
         Path(target).write_text(json.dumps({k: round(v, 3) for k, v in sorted(_measured.items())}, indent=0))
