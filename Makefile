@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Both tiers spread the tests over the machine's cores (pytest-xdist; one torch thread a worker).
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n auto --durations=15
+	$(PY) -m pytest -q -n auto --dist worksteal --durations=15
 
 # The fast tier: the tests measured under half a second in tests/durations.json (`make durations`
 # measures them again with a full run, one test at a time).
