@@ -115,6 +115,7 @@ PAIR_FIELDS = (
 )
 """The fields that decide an offline run's pairs."""
 PAIRS_NAME = "pairs.safetensors"
+PAIR_BATCH = 32  # clips sampled together: the batching is part of what a seed's pairs are
 
 
 @dataclass
@@ -192,22 +193,20 @@ class DPOTrainer:
         seeds = rng.integers(2**31, size=len(prompts)).tolist()
         sampler = self.policy if cfg.online_every else self.reference
         saved, system.network = system.network, sampler
+        starts = range(0, len(prompts), PAIR_BATCH)
+        progress = Progress(len(starts), 0, self.log, "DPO pair samples")
         try:
             d = system.defaults.duration
-            latents = torch.cat(
-                [
-                    system.sample_latents(
-                        [p.text for p in prompts[i : i + 32]],
-                        seeds[i : i + 32],
-                        d,
-                        cfg.sample_steps,
-                        cfg.guidance,
-                    )
-                    for i in range(0, len(prompts), 32)
-                ]
-            )
+            chunks = []
+            for done, i in enumerate(starts, 1):
+                texts, batch_seeds = [p.text for p in prompts[i : i + PAIR_BATCH]], seeds[i : i + PAIR_BATCH]
+                chunks.append(system.sample_latents(texts, batch_seeds, d, cfg.sample_steps, cfg.guidance))
+                if done % max(1, len(starts) // 10) == 0 or done == len(starts):
+                    progress.advance(done, f"pairs: {i + len(texts)} of {len(prompts)} clips sampled")
+            latents = torch.cat(chunks)
             scores, _ = self.reward(system.decode(latents, d), system.sample_rate, prompts)
         finally:
+            progress.close()
             system.network = saved
         k = cfg.samples_per_prompt
         scores = scores.reshape(-1, k)

@@ -266,7 +266,9 @@ def test_dpo_pair_prompts_beyond_the_prompt_limit_recur_evenly_with_new_noise(ba
         sample_steps=2,
         reward="clap:mini",
     )
-    pairs = DPOTrainer(cfg, tmp_path / "a", log=lambda _: None).make_pairs(0)
+    lines: list[str] = []
+    pairs = DPOTrainer(cfg, tmp_path / "a", log=lines.append).make_pairs(0)
+    assert "pairs: 10 of 10 clips sampled" in lines[-2]  # progress on the long pair sampling, then the pairs
     first_two = [p.text for p in load_prompts("synth:train")[:2]]
     assert sorted(Counter(pairs.texts).values()) == [2, 3] and set(pairs.texts) == set(first_two)
     by_text = {}
@@ -466,4 +468,5 @@ def test_study2_recipes_load_with_one_budget_and_the_sweep_shares_the_seed_0_pai
         assert sweep.pairs_from == "runs/study2/dpo_clap_s0"
         assert {k: asdict(sweep)[k] for k in PAIR_FIELDS} == {k: asdict(dpo)[k] for k in PAIR_FIELDS}
     compare = CompareConfig.from_toml(study / "compare.toml")
-    assert set(compare.recipes) == {"dpo_clap", "grpo_clap", "grpo_judge_aqa"}
+    assert set(compare.recipes) == {"dpo_clap", "grpo_clap", "grpo_judge_aqa", "grpo_judge_total"}
+    assert all(len(seeds) == 3 for seeds in compare.recipes.values())
