@@ -19,10 +19,13 @@ REFERENCE_PACKAGES := laion_clap==1.1.7 msclap==1.3.4 audiobox_aesthetics==0.0.4
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first (torchvision is what laion_clap needs): from TORCH_INDEX too, so a machine without
-	# an NVIDIA GPU gets the CPU build rather than PyPI's multi-GB CUDA one. Where that index is not
-	# reachable, pip warns and takes the build its other indexes serve.
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 \
-	  $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+	# an NVIDIA GPU gets the CPU build rather than PyPI's multi-GB CUDA one; where that index does
+	# not answer, from pip's own indexes (said, not retried for every package).
+	$(PY) -c "import torch" 2>/dev/null || { index=""; \
+	  if [ -n "$(TORCH_INDEX)" ] && $(PY) -c "import urllib.request as u; u.urlopen('$(TORCH_INDEX)/torch/', timeout=10)" 2>/dev/null; \
+	  then index="--extra-index-url $(TORCH_INDEX)"; \
+	  elif [ -n "$(TORCH_INDEX)" ]; then echo "$(TORCH_INDEX) does not answer: torch from pip's indexes"; fi; \
+	  $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 $$index; }
 	$(PY) -m pip install -q -e '.[dev,laion,msclap,aesthetics,fad,passt,diffusers,tangoflux,tensorboard]'
 	$(PY) -m pip install -q --no-deps $(REFERENCE_PACKAGES)
 	# Debian's Chromium, for the test that opens the HTML report in a headless browser
