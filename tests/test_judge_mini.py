@@ -281,3 +281,14 @@ def test_judge_mini_eval_is_another_judge_mini_that_no_fine_tune_trains_on(judge
         if p.name.startswith(("dpo", "sweep_l", "sweep_s"))
     ]
     assert rewards and not any("mini-eval" in r for r in rewards)  # never a reward
+
+
+def test_loading_the_judge_prints_no_progress_bar_into_a_log(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from ttaeval.judge.hf import load_judge_model
+
+    assert hf_logging.is_progress_bar_enabled()
+    load_judge_model(JUDGE_MINI)  # stderr is captured here: not a terminal, as in a log file
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # restored for whoever loads next

@@ -88,3 +88,19 @@ def hub_offline() -> Iterator[None]:
         constants = sys.modules.get("huggingface_hub.constants")
         if constants is not None:  # imported in the block, it read the switch as on: off again
             constants.HF_HUB_OFFLINE = saved if before is not None else False
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' "Loading weights" progress bar off for the block unless stderr is a terminal: in
+    a log it is carriage-return noise. Restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on and not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -41,7 +41,10 @@ class EncodecScorer(EmbeddingScorer):
             )
         from transformers import EncodecModel
 
-        self.net = EncodecModel.from_pretrained(self.model, local_files_only=True).to(self.device).eval()
+        from ttaeval.optional import quiet_loading
+
+        with quiet_loading():
+            self.net = EncodecModel.from_pretrained(self.model, local_files_only=True).to(self.device).eval()
         self.sample_rate = self.net.config.sampling_rate  # type: ignore[misc]
         self.channels = self.net.config.audio_channels  # type: ignore[misc]
 

@@ -75,6 +75,13 @@ def qwen3_omni_audio_tokens(frames: int, n_window: int = 50) -> int:
 
 def load_judge_model(path: Path, device: str = "cpu"):
     """(model, processor, model_type) from a Qwen2-Audio, Qwen2.5-Omni or Qwen3-Omni folder, offline."""
+    from ttaeval.optional import quiet_loading
+
+    with quiet_loading():
+        return _load_judge_model(path, device)
+
+
+def _load_judge_model(path: Path, device: str):
     from transformers import AutoConfig, AutoProcessor
 
     config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -415,4 +422,3 @@ class MiniEvalJudgeScorer(MiniJudgeScorer):
 
     model: Path | None = JUDGE_MINI.parent / "judge_mini_eval"
     """The judge-mini-eval folder shipped in the package."""
-

@@ -58,9 +58,12 @@ class HFClapScorer(ClapScorer):
             raise FileNotFoundError(f"clap:hf model folder not found: {path}")
         from transformers import ClapModel, ClapProcessor
 
+        from ttaeval.optional import quiet_loading
+
         self._processor = ClapProcessor.from_pretrained(str(path), local_files_only=True)
         check_tokenizer(self._processor.tokenizer, f"clap:hf {path}")
-        self._model = ClapModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
+        with quiet_loading():
+            self._model = ClapModel.from_pretrained(str(path), local_files_only=True).to(self.device).eval()
         self._digest = weights_digest(path)
 
     def identity_options(self) -> dict[str, object]:
