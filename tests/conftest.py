@@ -66,16 +66,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     if not DURATIONS.is_file():
         return
     seconds = json.loads(DURATIONS.read_text())
-    per_file: dict[str, float] = {}
     for item in items:
         if seconds.get(item.nodeid, 0.0) > FAST_SECONDS:
             item.add_marker(pytest.mark.slow)
-        file = item.nodeid.split("::")[0]
-        per_file[file] = per_file.get(file, 0.0) + seconds.get(item.nodeid, 0.0)
-    # the longest files first, each file's tests together and in order (its fixtures are built once):
-    # spread over workers (`-n`), the short files fill the gaps at the end instead of one long test
-    # running alone
-    items.sort(key=lambda item: -per_file[item.nodeid.split("::")[0]])
 
 
 def pytest_runtest_logreport(report) -> None:
