@@ -116,6 +116,29 @@ PAIR_FIELDS = (
 """The fields that decide an offline run's pairs."""
 PAIRS_NAME = "pairs.safetensors"
 PAIR_BATCH = 32  # clips sampled together: the batching is part of what a seed's pairs are
+PARTIAL_NAME = "pairs.partial.safetensors"  # pair sampling so far (offline), while it runs
+
+
+def _save_partial(path: Path, latents: torch.Tensor, scores: np.ndarray, settings: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tensors = {"latents": latents.detach().cpu().contiguous(), "scores": torch.from_numpy(scores.copy())}
+    save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
+    tmp.replace(path)
+
+
+def _load_partial(path: Path | None, settings: dict) -> tuple[torch.Tensor | None, np.ndarray]:
+    """The latents and scores sampled so far, if ``path`` holds them for these settings (else none)."""
+    from safetensors import safe_open
+
+    if path is None or not path.is_file():
+        return None, np.empty(0)
+    with safe_open(str(path), "pt") as f:
+        if json.loads((f.metadata() or {}).get("settings", "{}")) != json.loads(json.dumps(settings)):
+            return None, np.empty(0)
+        return f.get_tensor("latents"), f.get_tensor("scores").numpy()
 
 
 @dataclass
@@ -193,18 +216,25 @@ class DPOTrainer:
         seeds = rng.integers(2**31, size=len(prompts)).tolist()
         sampler = self.policy if cfg.online_every else self.reference
         saved, system.network = system.network, sampler
+        # offline: the work so far is kept after every batch, so a killed run resumes mid-sampling
+        partial = None if cfg.online_every else self.out / PARTIAL_NAME
+        latents, scores = _load_partial(partial, self.pair_settings())
         starts = range(0, len(prompts), PAIR_BATCH)
-        progress = Progress(len(starts), 0, self.log, "DPO pair samples")
+        progress = Progress(len(starts), len(scores) // PAIR_BATCH, self.log, "DPO pair samples")
         try:
             d = system.defaults.duration
-            chunks = []
             for done, i in enumerate(starts, 1):
-                texts, batch_seeds = [p.text for p in prompts[i : i + PAIR_BATCH]], seeds[i : i + PAIR_BATCH]
-                chunks.append(system.sample_latents(texts, batch_seeds, d, cfg.sample_steps, cfg.guidance))
+                if i < len(scores):
+                    continue
+                batch, texts = prompts[i : i + PAIR_BATCH], [p.text for p in prompts[i : i + PAIR_BATCH]]
+                x = system.sample_latents(texts, seeds[i : i + PAIR_BATCH], d, cfg.sample_steps, cfg.guidance)
+                got, _ = self.reward(system.decode(x, d), system.sample_rate, batch)  # a batch at a time
+                latents = x if latents is None else torch.cat([latents, x])
+                scores = np.concatenate([scores, got])
+                if partial is not None:
+                    _save_partial(partial, latents, scores, self.pair_settings())
                 if done % max(1, len(starts) // 10) == 0 or done == len(starts):
-                    progress.advance(done, f"pairs: {i + len(texts)} of {len(prompts)} clips sampled")
-            latents = torch.cat(chunks)
-            scores, _ = self.reward(system.decode(latents, d), system.sample_rate, prompts)
+                    progress.advance(done, f"pairs: {i + len(batch)} of {len(prompts)} clips sampled, scored")
         finally:
             progress.close()
             system.network = saved
@@ -221,6 +251,8 @@ class DPOTrainer:
         if not win:
             raise RuntimeError("no preference pair: every prompt's samples tied or failed to score")
         self.log(f"pairs: {len(win)} from {len(scores)} prompts, mean margin {np.mean(margin):.4f}")
+        if partial is not None:
+            partial.unlink(missing_ok=True)  # the caller saves the pairs themselves
         return Pairs(torch.stack(win), torch.stack(lose), texts, torch.tensor(margin))
 
     def _errors(self, net: torch.nn.Module, x0: torch.Tensor, noise, t, feats, pooled) -> torch.Tensor:

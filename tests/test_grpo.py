@@ -277,6 +277,42 @@ def test_dpo_pair_prompts_beyond_the_prompt_limit_recur_evenly_with_new_noise(ba
     assert all(not torch.equal(w[0], w[1]) for w in by_text.values())  # each recurrence: new noise
 
 
+def test_pair_sampling_killed_midway_resumes_to_the_same_pairs(base, tmp_path, monkeypatch):
+    from resonate_train.dpo import PAIR_BATCH, PAIRS_NAME, PARTIAL_NAME, DPOConfig, DPOTrainer
+
+    cfg = DPOConfig(base=str(base), prompt_limit=4, pair_prompts=9, samples_per_prompt=4, sample_steps=2,
+                    reward="clap:mini", steps=1)  # fmt: skip
+    assert cfg.pair_prompts * cfg.samples_per_prompt > PAIR_BATCH  # two batches
+    whole = DPOTrainer(cfg, tmp_path / "whole", log=lambda _: None).make_pairs(0)
+
+    killed = DPOTrainer(cfg, tmp_path / "killed", log=lambda _: None)
+    sample, calls = killed.system.sample_latents, []
+
+    def dies_on_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(killed.system, "sample_latents", dies_on_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        killed._refresh_pairs()
+    assert (tmp_path / "killed" / PARTIAL_NAME).is_file() and not (tmp_path / "killed" / PAIRS_NAME).exists()
+    killed.lock.release()
+    monkeypatch.undo()
+
+    lines: list[str] = []
+    resumed = DPOTrainer(cfg, tmp_path / "killed", log=lines.append)
+    resumed._refresh_pairs()  # samples the second batch only
+    assert lines[0].startswith("[2/2,") and "36 of 36 clips sampled" in lines[0], lines
+    again = resumed.pairs
+    assert again.texts == whole.texts and torch.equal(again.winners, whole.winners)
+    assert torch.equal(again.losers, whole.losers)
+    # the margins to float rounding: clap-mini embeds a call's texts together, and the calls differ
+    assert torch.allclose(again.margin, whole.margin, rtol=1e-6, atol=1e-7)
+    assert (tmp_path / "killed" / PAIRS_NAME).is_file() and not (tmp_path / "killed" / PARTIAL_NAME).exists()
+
+
 def test_training_state_survives_a_crash_between_renames_and_trims_the_log(tmp_path):
     from resonate_train.training_state import LOG_NAME, load_state, save_state
 
