@@ -119,14 +119,19 @@ PAIR_BATCH = 32  # clips sampled together: the batching is part of what a seed's
 PARTIAL_NAME = "pairs.partial.safetensors"  # pair sampling so far (offline), while it runs
 
 
-def _save_partial(path: Path, latents: torch.Tensor, scores: np.ndarray, settings: dict) -> None:
+def _write(path: Path, tensors: dict[str, torch.Tensor], settings: dict, **meta: str) -> None:
+    """``tensors`` to ``path`` atomically (a temporary file, then a rename), with the pair settings."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tensors = {"latents": latents.detach().cpu().contiguous(), "scores": torch.from_numpy(scores.copy())}
-    save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
+    metadata = {"settings": json.dumps(settings, sort_keys=True), **meta}
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     tmp.replace(path)
+
+
+def _save_partial(path: Path, latents: torch.Tensor, scores: np.ndarray, settings: dict) -> None:
+    _write(path, {"latents": latents, "scores": torch.from_numpy(scores.copy())}, settings)
 
 
 def _load_partial(path: Path | None, settings: dict) -> tuple[torch.Tensor | None, np.ndarray]:
@@ -149,13 +154,8 @@ class Pairs:
     margin: torch.Tensor  # reward(winner) - reward(loser)
 
     def save(self, path: Path, settings: dict) -> None:
-        from safetensors.torch import save_file
-
         tensors = {"winners": self.winners, "losers": self.losers, "margin": self.margin}
-        meta = {"settings": json.dumps(settings, sort_keys=True), "texts": json.dumps(self.texts)}
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        tmp.replace(path)
+        _write(path, tensors, settings, texts=json.dumps(self.texts))
 
     @classmethod
     def load(cls, path: Path, settings: dict) -> Pairs:
