@@ -105,6 +105,22 @@ def dpo(
 
 
 @app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (a run's final/).")],
+    out: Annotated[Path, typer.Argument(help="Folder to write.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="float16, bfloat16 or float32.")] = "float16",
+) -> None:
+    """Write a checkpoint for shipping: weights in half precision, with the run's logs and recipe."""
+    from resonate_train.export import export_checkpoint
+
+    try:
+        folder = export_checkpoint(checkpoint, out, weights_dtype=dtype)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    typer.echo(f"exported: {folder}")
+
+
+@app.command()
 def compare(
     config: Annotated[Path, typer.Option("--config", help="TOML with CompareConfig's fields.")],
     out: Annotated[Path | None, typer.Option("--out", help="Report folder (overrides the config's).")] = None,

@@ -26,6 +26,8 @@ RESONATE_MINI = Path(__file__).parent / "weights" / "resonate_mini"
 """The shipped mini model, pretrained on the synthetic world (``resonate-train pretrain``)."""
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""How a checkpoint may store its weights; the network always computes from float32 parameters."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,11 @@ class ResonateSystem:
         self.network.empty_string_feat.copy_(feats[0])
         self.network.empty_string_feat_c.copy_(pooled[0])
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, weights_dtype: str = "float32") -> Path:
+        """Write the checkpoint folder. ``weights_dtype="float16"`` stores the floating-point weights
+        at half the size (a shipped fine-tune); they load back into float32 parameters."""
+        if weights_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"weights_dtype {weights_dtype!r}: one of {', '.join(STORAGE_DTYPES)}")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         config = {
@@ -68,8 +74,14 @@ class ResonateSystem:
             "codec": self.codec.to_dict(),
             "sampling": asdict(self.defaults),
         }
+        if weights_dtype != "float32":  # float32 checkpoints keep the bytes they always had
+            config["weights_dtype"] = weights_dtype
         (folder / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.network.state_dict().items()}
+        stored = STORAGE_DTYPES[weights_dtype]
+        state = {
+            k: (v.to(stored) if v.is_floating_point() else v).detach().contiguous().cpu()
+            for k, v in self.network.state_dict().items()
+        }
         save_file(state, str(folder / WEIGHTS_NAME))
         return folder
 

@@ -26,7 +26,8 @@ def shipped_digests() -> dict[str, str]:
     for path in sorted(SCORER_WEIGHTS.iterdir()):
         if path.is_dir() or path.suffix == ".safetensors":
             found[weights_digest(path)] = str(path.relative_to(ROOT))
-    for folder in sorted(p for p in CHECKPOINTS.iterdir() if p.is_dir()):
+    for config in sorted(CHECKPOINTS.rglob("config.json")):  # resonate_mini, study2/grpo_clap_s0, ...
+        folder = config.parent
         found[ResonateGenerator(path=folder).identity["checkpoint"]] = str(folder.relative_to(ROOT))
     return found
 

@@ -44,6 +44,38 @@ def test_a_saved_system_loads_and_generates_the_same_audio(checkpoint):
     assert torch.equal(system.network.empty_string_feat, torch.zeros_like(system.network.empty_string_feat))
 
 
+def test_an_exported_half_precision_checkpoint_is_half_the_size_and_loads_the_rounded_weights(
+    checkpoint, tmp_path
+):
+    """``resonate-train export``: float16 weights (what the study's shipped fine-tunes are), the run's
+    records beside them, float32 parameters when loaded, and its own identity as a system."""
+    from typer.testing import CliRunner
+
+    from resonate_train.cli import app
+    from resonate_train.generator import ResonateGenerator
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    for f in checkpoint.iterdir():
+        (run / "final" / f.name).write_bytes(f.read_bytes())
+    (run / "train_log.jsonl").write_text('{"step": 0}\n')
+    result = CliRunner().invoke(app, ["export", str(run / "final"), str(tmp_path / "shipped")])
+    assert result.exit_code == 0, result.output
+    shipped = tmp_path / "shipped"
+    assert (shipped / "train_log.jsonl").read_text() == '{"step": 0}\n'
+    size = (shipped / "model.safetensors").stat().st_size
+    assert size < 0.55 * (checkpoint / "model.safetensors").stat().st_size
+    original, half = ResonateSystem.load(checkpoint).network, ResonateSystem.load(shipped).network
+    for (name, a), b in zip(original.state_dict().items(), half.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype, name  # computes in float32 ...
+        assert torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), name  # ... from fp16
+    audio = ResonateSystem.load(shipped).generate(["a dog barks"], seeds=[1])
+    assert np.isfinite(audio).all() and audio.shape == (1, 16_000)
+    assert ResonateGenerator(path=shipped).identity != ResonateGenerator(path=checkpoint).identity
+    bad = CliRunner().invoke(app, ["export", str(checkpoint), str(tmp_path / "x"), "--dtype", "int8"])
+    assert bad.exit_code == 2 and "int8" in bad.output
+
+
 def test_decoding_uses_unnormalised_latents(checkpoint, monkeypatch):
     system = ResonateSystem.load(checkpoint)
     seen = []
