@@ -506,3 +506,6 @@ def test_study2_recipes_load_with_one_budget_and_the_sweep_shares_the_seed_0_pai
     compare = CompareConfig.from_toml(study / "compare.toml")
     assert set(compare.recipes) == {"dpo_clap", "grpo_clap", "grpo_judge_aqa", "grpo_judge_total"}
     assert all(len(seeds) == 3 for seeds in compare.recipes.values())
+    for name in (system for seeds in compare.recipes.values() for system in seeds):  # shipped, not runs/
+        assert compare.systems[name] == f"resonate:resonate_train/weights/study2/{name}"
+        assert compare.training[name] == f"resonate_train/weights/study2/{name}"
