@@ -29,6 +29,16 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def weights_cache(request, tmp_path_factory) -> Path:
+    """Where random model weights are kept keyed by their recipe's content
+    (``helpers.random_protocol_weights(..., cache=)``): the pytest cache's ``d/ttaeval-weights``, shared
+    by xdist workers and later sessions (``pytest --cache-clear`` empties it); a folder of this session
+    when the cache plugin is off."""
+    cache = getattr(request.config, "cache", None)
+    return cache.mkdir("ttaeval-weights") if cache is not None else tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
 def tiny_resonate(tmp_path_factory) -> Path:
     """A random resonate-mini checkpoint with cheap sampling (1 s clips, 3 steps, 2 Griffin-Lim
     iterations) for trainer tests."""

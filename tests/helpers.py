@@ -92,55 +92,141 @@ def assert_all_scored(names, results) -> None:
         assert any(math.isfinite(v) for v in r.values.values()), f"{name}: nothing scored"
 
 
-def random_protocol_weights(folder, which=("panns", "vggish", "openl3", "passt", "laion")) -> dict:
+def random_protocol_weights(
+    folder, which=("panns", "vggish", "openl3", "passt", "laion"), cache=None
+) -> dict:
     """Random weights in the released layouts of the protocols' models (no hub here), saved under
-    ``folder``; returns the ``--weights KEY=PATH`` pairs. For a look by hand, from the repository:
+    ``folder``; returns the ``--weights KEY=PATH`` pairs. Each model is seeded on its own (seed 0), so
+    its weights do not depend on which others are made with it. For a look by hand, from the repository:
     ``python -c "import sys; sys.path[:0] = ['tests']; import helpers; helpers.random_protocol_weights('w')"``
+
+    ``cache``: a folder (the ``weights_cache`` fixture) where each model's weights are kept under a key
+    of their recipe's content (the recipes below, the architecture's source file, torch's and the
+    packages' versions): made once, then hard-linked (copied across file systems) into ``folder``. The
+    files are shared: open them for reading only. Safe under pytest-xdist: an entry is made under a
+    temporary name and renamed into place; of two workers making it at once, one rename wins.
     """
     import contextlib
-    import io
+    import hashlib
+    import inspect
+    import os
+    import shutil
     import sys
+    import tempfile
     from pathlib import Path
-
-    import torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).parent))
-    torch.manual_seed(0)
     out = {}
-    if "panns" in which:
+    for name in ("panns", "vggish", "openl3", "passt", "laion"):
+        if name not in which:
+            continue
+        files, ingredients, build = _protocol_model(name)
+        if cache is None:
+            build(folder)
+        else:
+            digest = hashlib.sha256(inspect.getsource(_protocol_model).encode())
+            for item in ingredients:
+                digest.update(b"\0" + (Path(item).read_bytes() if os.path.isfile(item) else item.encode()))
+            entry = Path(cache) / f"{name}-{digest.hexdigest()[:20]}"
+            if not entry.is_dir():
+                Path(cache).mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
+                try:
+                    build(tmp)
+                    with contextlib.suppress(OSError):  # another worker's entry is in place: keep it
+                        os.replace(tmp, entry)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                for stale in Path(cache).glob(f"{name}-*"):  # an older recipe's weights
+                    if stale != entry:
+                        shutil.rmtree(stale, ignore_errors=True)
+            for src in sorted(entry.rglob("*")):
+                dst = folder / src.relative_to(entry)
+                if src.is_dir():
+                    dst.mkdir(exist_ok=True)
+                    continue
+                dst.unlink(missing_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+        out.update({key: folder / f for key, f in files.items()})
+    return out
+
+
+def _protocol_model(name: str):
+    """One protocol model's recipe: ``({weights key: file or folder name}, [source files and version
+    strings its random weights depend on], build(folder))``. Skips when its reference package is
+    missing (an error under CI)."""
+    import contextlib
+    import importlib.metadata
+    import inspect
+    import io
+
+    import torch
+
+    def versions(*packages):
+        return [f"{p}=={importlib.metadata.version(p)}" for p in ("torch", *packages)]
+
+    if name == "panns":
         import test_backbones
 
         pann = test_backbones.fad_pann_module()
-        net = pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527)
-        torch.save({"model": net.state_dict()}, folder / "panns.pth")
-        out["panns"] = folder / "panns.pth"
-    if "vggish" in which:
+
+        def build(folder):
+            torch.manual_seed(0)
+            net = pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527)
+            torch.save({"model": net.state_dict()}, folder / "panns.pth")
+
+        return {"panns": "panns.pth"}, [pann.__file__, *versions("torchlibrosa")], build
+    if name == "vggish":
         tv = reference_package("torchvggish")
-        torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), folder / "vggish.pth")
-        out["vggish"] = folder / "vggish.pth"
-    if "openl3" in which:
+
+        def build(folder):
+            torch.manual_seed(0)
+            torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), folder / "vggish.pth")
+
+        return {"vggish": "vggish.pth"}, [tv.torchvggish.__file__, *versions("torchvggish")], build
+    if name == "openl3":
         tl3 = reference_package("torchopenl3")
-        net = tl3.models.PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env")
-        torch.save(net.state_dict(), folder / "openl3.pth")
-        out["openl3"] = folder / "openl3.pth"
-    if "passt" in which:
+
+        def build(folder):
+            torch.manual_seed(0)
+            net = tl3.models.PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env")
+            torch.save(net.state_dict(), folder / "openl3.pth")
+
+        return {"openl3": "openl3.pth"}, [tl3.models.__file__, *versions("torchopenl3")], build
+    if name == "passt":
         reference_package("hear21passt")
         reference_package("timm")
         from ttaeval.backbones.passt import passt_models
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            net = passt_models().passt.get_model(
-                arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998
-            )
-        torch.save(net.state_dict(), folder / "passt.pt")
-        out["passt"] = folder / "passt.pt"
-    if "laion" in which:
+        passt = passt_models().passt
+
+        def build(folder):
+            torch.manual_seed(0)
+            with contextlib.redirect_stdout(io.StringIO()):
+                net = passt.get_model(arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998)
+            torch.save(net.state_dict(), folder / "passt.pt")
+
+        return {"passt": "passt.pt"}, [passt.__file__, *versions("hear21passt", "timm")], build
+    if name == "laion":
         import test_clap_laion
 
-        test_clap_laion.save_like_laion(test_clap_laion.package_module(False), folder / "laion.pt")
-        bpe_tokenizer().save_pretrained(folder / "roberta")
-        test_clap_laion.tiny_roberta_config().save_pretrained(folder / "roberta")
-        out["laion"], out["roberta"] = folder / "laion.pt", folder / "roberta"
-    return out
+        reference_package("laion_clap")
+
+        def build(folder):
+            torch.manual_seed(0)
+            test_clap_laion.save_like_laion(test_clap_laion.package_module(False), folder / "laion.pt")
+            bpe_tokenizer().save_pretrained(folder / "roberta")
+            test_clap_laion.tiny_roberta_config().save_pretrained(folder / "roberta")
+
+        sources = [test_clap_laion.__file__, inspect.getsource(bpe_tokenizer), repr(CORPUS)]
+        return (
+            {"laion": "laion.pt", "roberta": "roberta"},
+            [*sources, *versions("laion_clap", "transformers", "tokenizers")],
+            build,
+        )
+    raise ValueError(f"no recipe for {name!r}")

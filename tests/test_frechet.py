@@ -57,6 +57,25 @@ def test_singular_covariances_work_and_warn():
     assert value == pytest.approx(sqrtm_reference(a.mean(0), sa, b.mean(0), sb), rel=1e-5)
 
 
+def test_from_samples_with_fewer_samples_than_dimensions_equals_the_sqrtm_formula():
+    """formulas.fad's path for n <= d (PANNs' 2048-d embeddings of a few hundred clips): the distance
+    from the samples, no d x d matrix, equal to the formula on the two covariances."""
+    from ttaeval.metrics import formulas
+    from ttaeval.metrics.frechet import frechet_distance_of_samples
+
+    rng = np.random.default_rng(2)
+    d = 64
+    a, b = gaussian_set(rng, 20, d), gaussian_set(rng, 30, d, shift=0.5, scale=1.3)
+    with pytest.warns(UserWarning, match="n <= d"):
+        sa, sb = GaussianStats.from_embeddings(a).cov, GaussianStats.from_embeddings(b).cov
+        ref = sqrtm_reference(a.mean(0), sa, b.mean(0), sb)
+        assert frechet_distance_of_samples(a, b) == pytest.approx(ref, rel=1e-6)
+        assert formulas.fad(a, b) == pytest.approx(ref, rel=1e-6)
+        assert formulas.fad(a, a) == 0.0
+    with pytest.raises(ValueError, match="shape mismatch"):
+        frechet_distance_of_samples(a, b[:, :8])
+
+
 def test_float16_input_is_promoted_before_summing():
     rng = np.random.default_rng(2)
     x = gaussian_set(rng, 500, 16).astype(np.float16)

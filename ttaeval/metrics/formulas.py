@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.spatial.distance
 
-from ttaeval.metrics.frechet import GaussianStats
+from ttaeval.metrics.frechet import GaussianStats, frechet_distance_of_samples
 
 
 def _check(x: np.ndarray, what: str) -> np.ndarray:
@@ -25,13 +25,16 @@ def _check(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def fad(embeddings: np.ndarray, reference: np.ndarray | GaussianStats) -> float:
-    """Frechet distance between the Gaussian fits of two embedding sets."""
-    ref = (
-        reference
-        if isinstance(reference, GaussianStats)
-        else GaussianStats.from_embeddings(_check(reference, "reference"))
-    )
-    return GaussianStats.from_embeddings(_check(embeddings, "embeddings")).frechet_distance(ref)
+    """Frechet distance between the Gaussian fits of two embedding sets. When both are arrays of no
+    more samples than dimensions (singular covariances: e.g. a few hundred 2048-d PANNs embeddings),
+    it is computed from the samples (``frechet.frechet_distance_of_samples``, O(n1 n2 d)), not from two
+    d x d covariances (O(d^3): seconds for each distance at d = 2048)."""
+    if isinstance(reference, GaussianStats):
+        return GaussianStats.from_embeddings(_check(embeddings, "embeddings")).frechet_distance(reference)
+    ref, gen = _check(reference, "reference"), _check(embeddings, "embeddings")
+    if gen.shape[1] == ref.shape[1] and max(len(gen), len(ref)) <= gen.shape[1]:
+        return frechet_distance_of_samples(gen, ref)
+    return GaussianStats.from_embeddings(gen).frechet_distance(GaussianStats.from_embeddings(ref))
 
 
 def fad_per_clip(frames: list[np.ndarray], reference: np.ndarray | GaussianStats) -> np.ndarray:

@@ -5,7 +5,10 @@ square roots of the eigenvalues of sqrt(S1) S2 sqrt(S1) — a symmetric PSD matr
 parts and no ``scipy.linalg.sqrtm`` (whose results have regressed across scipy releases). With a
 Cholesky factor S1 = L L^T, L^T S2 L has the same eigenvalues and is cheaper to form (two
 triangular products); a singular S1 (fewer samples than dimensions) falls back to the symmetric
-square root from ``eigh``.
+square root from ``eigh``. From the samples themselves (``frechet_distance_of_samples``) the trace is
+the nuclear norm of an ``(n1, n2)`` matrix and no ``(d, d)`` matrix is formed: far cheaper when both
+sets have fewer samples than dimensions (a few hundred 2048-d PANNs embeddings: milliseconds, not
+seconds).
 """
 
 from __future__ import annotations
@@ -46,6 +49,47 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
 
 
+def frechet_distance_of_samples(x1: np.ndarray, x2: np.ndarray) -> float:
+    """``frechet_distance`` of the Gaussian fits (mean, unbiased covariance) of two sample sets
+    ``(n1, d)`` and ``(n2, d)``, from the samples, in float64, with no ``(d, d)`` matrix: O(n1 n2 d)
+    instead of O(d^3). With C the centred samples, S1 S2 = C1^T (C1 C2^T) C2 / ((n1 - 1)(n2 - 1)) has
+    the non-zero eigenvalues of A A^T, A = C1 C2^T / sqrt((n1 - 1)(n2 - 1)), so tr sqrt(S1 S2) is the
+    sum of A's singular values (and no square roots of rounding noise in the null directions of
+    singular covariances). Equal to the statistics' distance up to rounding; the way when both sets
+    have fewer samples than dimensions. Warns as ``GaussianStats.cov`` does for each set with n <= d.
+    """
+    x1, x2 = _as_float64(x1, 2, "x1"), _as_float64(x2, 2, "x2")
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"shape mismatch: {x1.shape} and {x2.shape} samples")
+    for x in (x1, x2):
+        if len(x) < 2:
+            raise ValueError(f"a covariance needs at least 2 embeddings, have {len(x)}")
+        if len(x) <= x.shape[1]:
+            _warn_singular(len(x), x.shape[1], stacklevel=3)
+    mu1, mu2 = x1.mean(axis=0), x2.mean(axis=0)
+    c1, c2 = x1 - mu1, x2 - mu2
+    n1, n2 = len(x1) - 1, len(x2) - 1
+    diff = mu1 - mu2
+    terms = float(diff @ diff + np.einsum("ij,ij->", c1, c1) / n1 + np.einsum("ij,ij->", c2, c2) / n2)
+    trace_sqrt = float(np.sum(scipy.linalg.svdvals((c1 @ c2.T) / np.sqrt(n1 * n2), check_finite=False)))
+    return _rounded(terms, trace_sqrt)
+
+
+def _rounded(terms: float, trace_sqrt: float) -> float:
+    """terms - 2 tr sqrt(S1 S2), exactly 0 within float64 rounding of zero."""
+    value = terms - 2.0 * trace_sqrt
+    rounding = 64 * np.finfo(np.float64).eps * max(terms, 1.0)
+    return 0.0 if value < rounding else float(value)
+
+
+def _warn_singular(count: int, dim: int, stacklevel: int) -> None:
+    warnings.warn(
+        f"{count} embeddings of dimension {dim}: the covariance is singular (n <= d); "
+        "Frechet distances from it are biased and not comparable across set sizes",
+        stacklevel=stacklevel + 1,
+    )
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), computed in float64.
 
@@ -66,9 +110,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         )
     diff = mu1 - mu2
     terms = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2))
-    value = terms - 2.0 * trace_sqrt_product(sigma1, sigma2)
-    rounding = 64 * np.finfo(np.float64).eps * max(terms, 1.0)
-    return 0.0 if value < rounding else float(value)
+    return _rounded(terms, trace_sqrt_product(sigma1, sigma2))
 
 
 @dataclass
@@ -125,11 +167,7 @@ class GaussianStats:
         if self.count < 2:
             raise ValueError(f"a covariance needs at least 2 embeddings, have {self.count}")
         if self.count <= self.dim:
-            warnings.warn(
-                f"{self.count} embeddings of dimension {self.dim}: the covariance is singular (n <= d); "
-                "Frechet distances from it are biased and not comparable across set sizes",
-                stacklevel=2,
-            )
+            _warn_singular(self.count, self.dim, stacklevel=2)
         mu = self.mean
         cov = (self.outer - self.count * np.outer(mu, mu)) / (self.count - 1)
         return (cov + cov.T) / 2
