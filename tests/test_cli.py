@@ -43,6 +43,18 @@ def cli(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def test_the_command_lines_start_without_torch_transformers_or_scipy_stats():
+    """Every `ttaeval` and `resonate-train` call (and every test that starts one) pays the CLI's
+    imports: the heavy packages load inside the commands that need them."""
+    code = (
+        "import sys, ttaeval.cli, resonate_train.cli; "
+        "print([m for m in ('torch', 'transformers', 'scipy.stats') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_scoring_a_mixed_folder_writes_one_record_per_file_with_errors_named(tmp_path):
     suite = make_suite(tmp_path, n=10)
     folder = good_folder(tmp_path / "sys", n=4)

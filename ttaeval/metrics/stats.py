@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.stats
+
+
+def _scipy_stats():
+    """``scipy.stats``, imported when first needed: it is a third of the CLIs' start-up time."""
+    import scipy.stats
+
+    return scipy.stats
+
 
 DEFAULT_RESAMPLES = 2000
 
@@ -83,7 +90,7 @@ def bootstrap_ci(
     if x.size < 2 or np.ptp(x) == 0:
         lo = hi = mean if x.size >= 2 else math.nan
         return Estimate(mean, lo, hi, int(x.size), level)
-    res = scipy.stats.bootstrap(
+    res = _scipy_stats().bootstrap(
         (x,),
         statistic,
         confidence_level=level,
@@ -122,7 +129,7 @@ def paired_difference(
     if np.all(d == 0):
         p = 1.0
     else:
-        test = scipy.stats.permutation_test(
+        test = _scipy_stats().permutation_test(
             (d,),
             np.mean,
             permutation_type="samples",
@@ -136,9 +143,9 @@ def paired_difference(
 
 
 CORRELATIONS = {
-    "LCC": lambda x, y: scipy.stats.pearsonr(x, y).statistic,
-    "SRCC": lambda x, y: scipy.stats.spearmanr(x, y).statistic,
-    "KTAU": lambda x, y: scipy.stats.kendalltau(x, y).statistic,
+    "LCC": lambda x, y: _scipy_stats().pearsonr(x, y).statistic,
+    "SRCC": lambda x, y: _scipy_stats().spearmanr(x, y).statistic,
+    "KTAU": lambda x, y: _scipy_stats().kendalltau(x, y).statistic,
 }
 """Pearson (linear), Spearman (rank) and Kendall (tau-b) correlation, the names reward-validation
 papers (Resonate against RELATE's ratings) report."""
