@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: the cores go to the workers, not to each op
     _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # A suite started as a background job inherits Ctrl-C ignored, and so would the commands the
+    # Ctrl-C tests start (Python keeps an ignored SIGINT): give them the terminal's default back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(
     os.environ.get("TTAEVAL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
