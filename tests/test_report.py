@@ -216,3 +216,20 @@ def test_a_prompt_holding_markup_renders_as_text(tmp_path):
     assert info["errors"] == [] and info["scripts"] == 0
     assert "<script>alert('x')</script> a dog barks" in info["text"]
     assert "<img src=x onerror=alert(1)> rain" in info["text"]
+
+
+def test_a_report_shows_run_commands_without_the_machines_paths(tmp_path):
+    """Paths under the working folder become relative, others are shown by name; URLs are kept."""
+    from ttaeval.report.report import portable_command
+
+    command = (
+        f"ttaeval run --config /home/someone/partial7.toml --out={tmp_path}/runs/x "
+        "--system a=resonate:/data/ckpt/final --scorer judge:http,url=http://127.0.0.1:8000/v1"
+    )
+    assert portable_command(command, cwd=tmp_path) == (
+        "ttaeval run --config …/partial7.toml --out=runs/x "
+        "--system a=resonate:…/final --scorer judge:http,url=http://127.0.0.1:8000/v1"
+    )
+    assert portable_command("ttaeval run --config benchmarks/configs/demo.toml") == (
+        "ttaeval run --config benchmarks/configs/demo.toml"
+    )

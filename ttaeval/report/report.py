@@ -10,6 +10,7 @@ distributions over prompts.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -216,11 +217,23 @@ def _manifest(doc: _Doc, store: RunStore, runs: list[dict], config: dict) -> Non
     doc.block(_md_table(["", ""], facts), html.table(["", ""], facts))
     scorers = [[r["label"], r["scorer_id"]] for _, r in store.scorers().iterrows()]
     doc.block(_md_table(["scorer", "id"], scorers), html.table(["scorer", "id"], scorers))
-    commands = [[str(r["id"]), r["started"], r["command"]] for r in runs]
+    commands = [[str(r["id"]), r["started"], portable_command(r["command"])] for r in runs]
     doc.block(
         _md_table(["run", "started", "command"], commands),
         html.table(["run", "started", "command"], commands),
     )
+
+
+def portable_command(command: str, cwd: Path | None = None) -> str:
+    """A run's command as a shared report shows it: absolute paths under ``cwd`` (the working
+    folder) relative to it, others by their name only, so no report carries a machine's paths."""
+    root = (cwd or Path.cwd()).resolve()
+
+    def shown(match: re.Match) -> str:
+        path = Path(match.group(0))
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else f"…/{path.name}"
+
+    return re.sub(r"(?<![\w.~/])/(?!/)[^\s=,'\"]+", shown, command)
 
 
 DIGEST_KEYS = ("checkpoint", "pipeline")
