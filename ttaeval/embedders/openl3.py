@@ -27,8 +27,8 @@ class OpenL3Scorer(EmbeddingScorer):
     the framework resamples to it with soxr) and resampled to OpenL3's 48 kHz (soxr); 1 s frames
     every ``hop`` seconds, centred (half a frame of zeros before the start, the end zero-padded to a
     whole frame), as openl3's ``get_audio_embedding``. ``channels=2`` embeds left and right
-    separately and concatenates them (1024-d; mono clips are duplicated), ``channels=1`` is mono
-    (512-d). The network is torchopenl3's ``PytorchOpenl3`` port (mel256 / env or music / 512); the
+    separately and concatenates them (1024-d; a mono clip, or equal channels, is embedded once and
+    its embedding duplicated), ``channels=1`` is mono (512-d). The network is torchopenl3's ``PytorchOpenl3`` port (mel256 / env or music / 512); the
     TensorFlow original is not reachable here.
     """
 
@@ -97,7 +97,10 @@ class OpenL3Scorer(EmbeddingScorer):
         for c in clips:
             audio = peak_normalize(c.audio)
             per_channel = []
-            for ch in audio:
+            for i, ch in enumerate(audio):
+                if i and np.array_equal(ch, audio[i - 1]):  # mono made stereo: the same frames again
+                    per_channel.append(per_channel[-1])
+                    continue
                 wave = soxr.resample(ch, self.sample_rate, 48_000, quality="HQ").astype(np.float32)
                 frames = torch.from_numpy(self.frames(wave))[:, None]
                 with torch.inference_mode(), self.precision():
