@@ -28,8 +28,9 @@ class OpenL3Scorer(EmbeddingScorer):
     every ``hop`` seconds, centred (half a frame of zeros before the start, the end zero-padded to a
     whole frame), as openl3's ``get_audio_embedding``. ``channels=2`` embeds left and right
     separately and concatenates them (1024-d; a mono clip, or equal channels, is embedded once and
-    its embedding duplicated), ``channels=1`` is mono (512-d). The network is torchopenl3's ``PytorchOpenl3`` port (mel256 / env or music / 512); the
-    TensorFlow original is not reachable here.
+    its embedding duplicated), ``channels=1`` is mono (512-d). The network is torchopenl3's
+    ``PytorchOpenl3`` port (mel256 / env or music / 512); the TensorFlow original is not reachable
+    here.
     """
 
     backend = "openl3"
