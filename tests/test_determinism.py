@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import reference_package
+from helpers import random_protocol_weights, reference_package
 
 SCRIPT = textwrap.dedent(
     """
@@ -52,11 +52,9 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_processes_give_bit_identical_scores(tmp_path):
+def test_two_processes_give_bit_identical_scores(tmp_path, weights_cache):
     import test_aesthetics
-    import test_backbones
     import test_clap_hf
-    import test_clap_laion
     import test_clap_msclap
     import torch
 
@@ -64,36 +62,12 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
         reference_package(package)
     from helpers import bpe_tokenizer
 
-    test_clap_hf.save_tiny_clap(tmp_path / "hf", bpe_tokenizer())
     torch.manual_seed(0)
-    test_clap_laion.save_like_laion(test_clap_laion.package_module(False), tmp_path / "laion.pt")
-    bpe_tokenizer().save_pretrained(tmp_path / "roberta")
-    test_clap_laion.tiny_roberta_config().save_pretrained(tmp_path / "roberta")
+    test_clap_hf.save_tiny_clap(tmp_path / "hf", bpe_tokenizer())
     (tmp_path / "msclap").mkdir()
     msclap_ckpt, gpt2 = test_clap_msclap.save_tiny_msclap(tmp_path / "msclap")
     test_aesthetics.save_tiny_aesthetics(tmp_path / "aes.pt")
-    pann = test_backbones.fad_pann_module()
-    torch.save(
-        {"model": pann.Cnn14_16k(16000, 512, 160, 64, 50, 8000, 527).state_dict()}, tmp_path / "panns.pth"
-    )
-    from torchopenl3.models import PytorchOpenl3
-
-    torch.save(
-        PytorchOpenl3(input_repr="mel256", embedding_size=512, content_type="env").state_dict(),
-        tmp_path / "l3.pth",
-    )
-    import contextlib
-    import io
-
-    from ttaeval.backbones.passt import passt_models
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        passt = passt_models().passt.get_model(
-            arch="passt_s_swa_p16_128_ap476", pretrained=False, input_tdim=998
-        )
-    torch.save(passt.state_dict(), tmp_path / "passt.pt")
-    tv = reference_package("torchvggish")
-    torch.save(tv.torchvggish._vgg(postprocess=False).state_dict(), tmp_path / "vggish.pth")
+    weights = random_protocol_weights(tmp_path, cache=weights_cache)  # PANNs, VGGish, OpenL3, PaSST, LAION
 
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "clip.wav", (0.2 * rng.standard_normal(22_050 * 11)).astype(np.float32), 22_050)
@@ -104,16 +78,16 @@ def test_two_processes_give_bit_identical_scores(tmp_path):
             "signal",
             "clap:mini",
             f"clap:hf,model={tmp_path / 'hf'}",
-            f"clap:laion,checkpoint={tmp_path / 'laion.pt'},text_model={tmp_path / 'roberta'}",
+            f"clap:laion,checkpoint={weights['laion']},text_model={weights['roberta']}",
             f"clap:msclap,checkpoint={msclap_ckpt},text_model={gpt2}",
             f"aesthetics:audiobox,checkpoint={tmp_path / 'aes.pt'}",
         ],
         "embedders": {
             "mini": {},
-            "panns": {"checkpoint": str(tmp_path / "panns.pth")},
-            "vggish": {"checkpoint": str(tmp_path / "vggish.pth")},
-            "openl3": {"checkpoint": str(tmp_path / "l3.pth"), "channels": 2},
-            "passt": {"checkpoint": str(tmp_path / "passt.pt")},
+            "panns": {"checkpoint": str(weights["panns"])},
+            "vggish": {"checkpoint": str(weights["vggish"])},
+            "openl3": {"checkpoint": str(weights["openl3"]), "channels": 2},
+            "passt": {"checkpoint": str(weights["passt"])},
         },
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one core each
