@@ -48,7 +48,8 @@ def world(tmp_path_factory, weights_cache):
     """`ttaeval synth export`'s suite, a reference folder of the first accuracy prompts, and random
     weights in each published layout (made once, kept in the weights cache)."""
     root = tmp_path_factory.mktemp("protocols")
-    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, ["synth", "export", str(root / "suite")])
+    args = ["synth", "export", str(root / "suite"), "--limit", "40"]  # no test here uses more
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(app, args)
     assert result.exit_code == 0, result.output
     random_protocol_weights(root, ("panns", "vggish"), cache=weights_cache)
     return root

@@ -203,6 +203,21 @@ def test_export_round_trips_through_the_tta_bench_loader(tmp_path):
     assert load_prompts(tmp_path) == load_prompts("synth:all")
 
 
+def test_export_with_a_limit_writes_the_first_prompts_of_each_suite_and_their_audio(tmp_path):
+    counts = export_suites(tmp_path, limit=3)
+    assert counts == {"accuracy": 3, "generalization": 3, "robustness": 3, "reference": 3}
+    exported = load_prompts(tmp_path)
+    assert [p.id for p in exported] == [
+        p.id
+        for name in ("accuracy", "generalization", "robustness")
+        for p in load_prompts(f"synth:{name}")[:3]
+    ]
+    assert sorted(f.stem for f in (tmp_path / "audio").glob("*.wav")) == sorted(p.id for p in exported)
+    assert sorted(f.stem for f in (tmp_path / "reference").glob("*.wav")) == [p.id for p in exported[:3]]
+    with pytest.raises(ValueError, match="at least 1"):
+        export_suites(tmp_path / "none", limit=0)
+
+
 def test_unknown_synth_suite_is_a_prompt_error():
     from ttaeval import PromptError
 

@@ -663,12 +663,15 @@ app.add_typer(synth_app, name="synth")
 def synth_export(
     out: Annotated[Path, typer.Argument(help="Folder to write the suites and their audio into.")],
     audio: Annotated[bool, typer.Option(help="Also render one wav a prompt and the reference set.")] = True,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N prompts of each suite (and N references).")
+    ] = None,
 ) -> None:
     """Write synth:accuracy/generalization/robustness as TTA-Bench JSON files, one wav a prompt."""
     from ttaeval.synth.export import export_suites
 
     with console.status("rendering the synthetic suites"):
-        counts = export_suites(out, audio=audio)
+        counts = export_suites(out, audio=audio, limit=limit)
     _say("", ", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {out}")
 
 

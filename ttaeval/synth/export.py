@@ -34,13 +34,16 @@ def tta_bench_entry(p: Prompt) -> dict:
     }
 
 
-def export_suites(out: str | Path, audio: bool = True) -> dict[str, int]:
-    """Write the suites (and, with ``audio``, their wavs and the references); returns counts."""
+def export_suites(out: str | Path, audio: bool = True, limit: int | None = None) -> dict[str, int]:
+    """Write the suites (and, with ``audio``, their wavs and the references); returns counts.
+    ``limit``: only the first ``limit`` prompts of each suite, and their references."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name in FILE_NAMES:
-        prompts = SUITES[name]()
+        prompts = SUITES[name]()[:limit]
         (out / FILE_NAMES[name]).write_text(
             json.dumps([tta_bench_entry(p) for p in prompts], indent=1) + "\n"
         )
@@ -50,7 +53,7 @@ def export_suites(out: str | Path, audio: bool = True) -> dict[str, int]:
                 wav = render(Scene.from_dict(p.attributes["scene"]))
                 save_audio(out / "audio" / f"{p.id}.wav", Clip(wav, RATE), subtype="FLOAT")
     if audio:
-        refs = reference_scenes()
+        refs = reference_scenes()[:limit]
         for p, scene in refs:
             save_audio(out / "reference" / f"{p.id}.wav", Clip(render(scene), RATE), subtype="FLOAT")
         counts["reference"] = len(refs)
