@@ -53,6 +53,11 @@ def test_the_command_lines_start_without_torch_transformers_or_scipy_stats():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+    # a trainer loads the synthetic prompts without rendering them: no signal-processing import
+    code = "import sys, ttaeval; ttaeval.load_prompts('synth:train'); print('scipy.signal' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_scoring_a_mixed_folder_writes_one_record_per_file_with_errors_named(tmp_path):

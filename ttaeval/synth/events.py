@@ -12,9 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
 
 RATE = 16_000
+
+
+def _signal():
+    """scipy.signal, imported on the first rendering: loading the prompts (a trainer's whole use of
+    the suites) does without its half second of import."""
+    import scipy.signal
+
+    return scipy.signal
 
 
 def _t(n: int) -> np.ndarray:
@@ -36,8 +43,8 @@ def _decay(n: int, seconds: float) -> np.ndarray:
 
 
 def _band(x: np.ndarray, low: float, high: float) -> np.ndarray:
-    sos = scipy.signal.butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
-    return scipy.signal.sosfilt(sos, x)
+    sos = _signal().butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
+    return _signal().sosfilt(sos, x)
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
@@ -57,12 +64,12 @@ def beep(n, pitch, rng):
 
 def chirp_up(n, pitch, rng):
     f = _pick(pitch, 300, 1200, rng)
-    return scipy.signal.chirp(_t(n), f, n / RATE, 2.5 * f, method="logarithmic") * _envelope(n)
+    return _signal().chirp(_t(n), f, n / RATE, 2.5 * f, method="logarithmic") * _envelope(n)
 
 
 def chirp_down(n, pitch, rng):
     f = _pick(pitch, 750, 3000, rng)
-    return scipy.signal.chirp(_t(n), f, n / RATE, f / 2.5, method="logarithmic") * _envelope(n)
+    return _signal().chirp(_t(n), f, n / RATE, f / 2.5, method="logarithmic") * _envelope(n)
 
 
 def noise_burst(n, pitch, rng):
@@ -133,9 +140,9 @@ def rain(n, pitch, rng):
 def engine(n, pitch, rng):
     f = _pick(pitch, 30, 75, rng, spread=0.05)
     t = _t(n)
-    saw = scipy.signal.sawtooth(2 * np.pi * f * t)
-    sos = scipy.signal.butter(2, 8 * f, btype="lowpass", fs=RATE, output="sos")
-    x = scipy.signal.sosfilt(sos, saw) * (1 + 0.4 * np.sin(2 * np.pi * f / 4 * t))
+    saw = _signal().sawtooth(2 * np.pi * f * t)
+    sos = _signal().butter(2, 8 * f, btype="lowpass", fs=RATE, output="sos")
+    x = _signal().sosfilt(sos, saw) * (1 + 0.4 * np.sin(2 * np.pi * f / 4 * t))
     return _norm(x + 0.05 * _band(rng.standard_normal(n), 100, 800)) * _envelope(n, 0.08, 0.1)
 
 
