@@ -16,9 +16,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: the cores go to the 
 
 
 def _keep_freed_memory() -> None:
-    """glibc hands every block above 32 MB back to the kernel when it is freed, then faults the
-    pages in again on the next allocation: the published-size models' activations cost a fifth of
-    the suite's CPU in page faults (system time). Keep freed memory in the heap, in this process
+    """glibc maps each large block (every one of 32 MB and more) on its own and unmaps it when it is
+    freed, so the next allocation faults its pages in again: the published-size models' activations
+    spent much of their CPU in page faults (system time). Keep freed memory in the heap, in this process
     (``mallopt``) and in every process it starts (glibc's environment tunables)."""
     import ctypes
 

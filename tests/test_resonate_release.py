@@ -65,7 +65,7 @@ def make_release(root, network, vae, t5_width: int, dtype: torch.dtype = torch.f
 def release(tmp_path_factory):
     """The full 470M network and 44k VAE (random, stored in fp16), a narrower vocoder and T5; removed
     after the module, so a CI disk holds it only while it is used."""
-    shm = Path("/dev/shm")  # in memory where there is one: writing its 1.5 GB to disk took 10 s
+    shm = Path("/dev/shm")  # in memory where there is one: writing 1.5 GB to disk was most of the set-up
     folder = Path(tempfile.mkdtemp(prefix="ttaeval-release-", dir=shm)) if shm.is_dir() else None
     root = make_release(
         folder or tmp_path_factory.mktemp("release"), fluxaudio_470m(), MelVAE(), 1024, torch.float16
