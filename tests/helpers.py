@@ -230,3 +230,109 @@ def _protocol_model(name: str):
             build,
         )
     raise ValueError(f"no recipe for {name!r}")
+
+
+_FORK_SERVER = """
+import json, os, runpy, signal, sys
+for name in sys.argv[1:]:
+    __import__(name)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children: none is left a zombie
+for line in sys.stdin:
+    module, args, log = json.loads(line)
+    pid = os.fork()
+    if pid:
+        print(pid, flush=True)
+        continue
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1), os.dup2(fd, 2), os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    sys.argv, code = [module, *args], 1
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        with open(log + ".rc", "w") as f:
+            f.write(str(code))
+        os._exit(code)
+"""
+
+
+class ForkServer:
+    """A Python process that imports ``modules`` once, then forks a child for each ``python -m
+    MODULE ARGS`` command it is given. A test that kills a command at a dozen random points starts
+    a dozen commands: forked, each costs its own work, not another interpreter start and torch
+    import (4-5 s a trainer). The server is single-threaded, so forking it is safe."""
+
+    def __init__(self, modules, env):
+        import subprocess
+        import sys
+
+        self._server = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER, *modules],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+
+    def start(self, module: str, args, log) -> ForkedCommand:
+        import json
+
+        self._server.stdin.write(json.dumps([module, [str(a) for a in args], str(log)]) + "\n")
+        self._server.stdin.flush()
+        pid = self._server.stdout.readline()
+        if not pid:  # its traceback went to the test's stderr
+            raise RuntimeError(f"the fork server ended with exit status {self._server.wait()}")
+        return ForkedCommand(int(pid), str(log))
+
+    def close(self) -> None:
+        self._server.stdin.close()
+        self._server.wait(timeout=60)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ForkedCommand:
+    """A forked command, as much of ``subprocess.Popen`` as the kill tests use: ``poll`` (None while
+    it runs, then its exit status, -9 when SIGKILL ended it), ``send_signal``, ``wait`` and
+    ``output`` (its stdout and stderr)."""
+
+    def __init__(self, pid: int, log: str):
+        self.pid, self.log = pid, log
+
+    def poll(self):
+        import os
+        from pathlib import Path
+
+        try:
+            os.kill(self.pid, 0)
+            return None
+        except ProcessLookupError:
+            rc = Path(self.log + ".rc")
+            return int(rc.read_text()) if rc.is_file() else -9
+
+    def send_signal(self, sig) -> None:
+        import contextlib
+        import os
+
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float = 60):
+        import time
+
+        end = time.time() + timeout
+        while self.poll() is None:
+            if time.time() > end:
+                raise TimeoutError(f"forked command {self.pid} still running after {timeout} s")
+            time.sleep(0.01)
+        return self.poll()
+
+    def output(self) -> str:
+        from pathlib import Path
+
+        return Path(self.log).read_text(errors="replace")

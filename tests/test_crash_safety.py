@@ -16,11 +16,16 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from helpers import ForkServer
 from resonate_train.dpo import DPOConfig, DPOTrainer
 from resonate_train.grpo import GRPOConfig, GRPOTrainer
 from ttaeval.store import StoreError
 
 KILLS = 12  # with test_runner's 8 kills of `ttaeval run`: 20 kill points
+PRELOAD = [  # what `resonate-train grpo` imports with these rewards (torch's optimizers: _dynamo)
+    "resonate_train.cli", "resonate_train.grpo", "resonate_train.model.official", "torch._dynamo",
+    "ttaeval.protocols", "ttaeval.scorers.clap_mini", "ttaeval.scorers.signal", "ttaeval.synth",
+]  # fmt: skip
 
 
 def _grpo_toml(base: Path, path: Path) -> Path:
@@ -60,21 +65,22 @@ def test_grpo_killed_at_random_points_ends_with_the_uninterrupted_logs_and_weigh
     straight = tmp_path / "straight"
     subprocess.run(_grpo(config, straight), env=_env(), check=True, capture_output=True, timeout=600)
     killed, rng, kills, resumed = tmp_path / "killed", random.Random(10), 0, 0
-    while kills < KILLS:
-        proc = subprocess.Popen(
-            _grpo(config, killed), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        # a random point: 0-2 log records past where this process starts, then up to one step more
-        target = _lines(killed / "train_log.jsonl") + rng.randint(0, 2)
-        while proc.poll() is None and _lines(killed / "train_log.jsonl") < target:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))
-        if proc.poll() is not None:  # it finished before this kill point
-            break
-        proc.send_signal(signal.SIGKILL)
-        output = proc.communicate()[0].decode()
-        kills += 1
-        resumed += "resumed at step" in output
+    # the killed commands are forked from a process that has imported the trainer once; the first
+    # and the last command are started as a user starts them
+    with ForkServer(PRELOAD, _env()) as server:
+        while kills < KILLS:
+            proc = server.start("resonate_train", _grpo(config, killed)[3:], tmp_path / f"kill{kills}.log")
+            # a random point: 0-2 log records past where this process starts, then up to one step more
+            target = _lines(killed / "train_log.jsonl") + rng.randint(0, 2)
+            while proc.poll() is None and _lines(killed / "train_log.jsonl") < target:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.4))
+            if proc.poll() is not None:  # it finished before this kill point
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            resumed += "resumed at step" in proc.output()
     last = subprocess.run(_grpo(config, killed), env=_env(), capture_output=True, text=True, timeout=600)
     assert last.returncode == 0, last.stdout + last.stderr
     assert kills == KILLS and resumed >= KILLS // 2, (kills, resumed)  # the kills landed mid-run
