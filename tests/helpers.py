@@ -252,6 +252,10 @@ for line in sys.stdin:
         code = 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
     finally:
         sys.stdout.flush(), sys.stderr.flush()
         with open(log + ".rc", "w") as f:

@@ -121,3 +121,18 @@ def test_a_log_record_torn_by_a_kill_is_dropped_on_resume(tmp_path):
     (tmp_path / LOG_NAME).write_text('{"step": 0}\n{"step": 1}\n{"step": 2}\n{"st')
     assert load_state(tmp_path, model, opt) == 2
     assert (tmp_path / LOG_NAME).read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+def test_the_fork_server_gives_each_command_its_status_and_output(tmp_path):
+    """The kill tests' harness: a forked command's exit status, output and SIGKILL are its own."""
+    with ForkServer(["json.tool"], _env()) as server:
+        ok = server.start("json.tool", ["--help"], tmp_path / "ok.log")
+        bad = server.start("json.tool", [tmp_path / "missing.json"], tmp_path / "bad.log")
+        broken = server.start("no_such_module", [], tmp_path / "broken.log")
+        sleeper = server.start("http.server", ["0", "--bind", "127.0.0.1"], tmp_path / "sleeper.log")
+        assert (ok.wait(), bad.wait(), broken.wait()) == (0, 2, 1)  # argparse exits 2 on a bad file
+        assert "usage:" in ok.output() and "missing.json" in bad.output()
+        assert "No module named no_such_module" in broken.output()
+        assert sleeper.poll() is None  # still serving
+        sleeper.send_signal(signal.SIGKILL)
+        assert sleeper.wait() == -9
