@@ -278,6 +278,7 @@ class ForkServer:
             [sys.executable, "-c", _FORK_SERVER, *modules],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )  # fmt: skip
+        self._started: list[ForkedCommand] = []
 
     def start(self, module: str, args, log) -> ForkedCommand:
         import json
@@ -287,9 +288,15 @@ class ForkServer:
         pid = self._server.stdout.readline()
         if not pid:  # its traceback went to the test's stderr
             raise RuntimeError(f"the fork server ended with exit status {self._server.wait()}")
-        return ForkedCommand(int(pid), str(log))
+        self._started.append(ForkedCommand(int(pid), str(log)))
+        return self._started[-1]
 
     def close(self) -> None:
+        """Ends the server, and kills any command still running (a failed test leaves none behind)."""
+        import signal
+
+        for command in self._started:
+            command.send_signal(signal.SIGKILL)
         self._server.stdin.close()
         self._server.wait(timeout=60)
 
@@ -306,25 +313,27 @@ class ForkedCommand:
     ``output`` (its stdout and stderr)."""
 
     def __init__(self, pid: int, log: str):
-        self.pid, self.log = pid, log
+        self.pid, self.log, self.returncode = pid, log, None
 
     def poll(self):
         import os
         from pathlib import Path
 
-        try:
-            os.kill(self.pid, 0)
-            return None
-        except ProcessLookupError:
-            rc = Path(self.log + ".rc")
-            return int(rc.read_text()) if rc.is_file() else -9
+        if self.returncode is None:  # once it has ended its pid is never signalled again
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                rc = Path(self.log + ".rc")
+                self.returncode = int(rc.read_text()) if rc.is_file() else -9
+        return self.returncode
 
     def send_signal(self, sig) -> None:
         import contextlib
         import os
 
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, sig)
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def wait(self, timeout: float = 60):
         import time
