@@ -417,4 +417,6 @@ def test_ctrl_c_stops_the_served_command_promptly_with_a_connection_held_open(fo
     finally:
         proc.kill()
     assert proc.returncode == 0 and out.strip().endswith("stopped"), err
-    assert usage.ru_utime + usage.ru_stime - before < 0.7
+    # little next to the start's CPU (importing torch, loading the judge), which grows with the
+    # machine's load as the stop's does: the teardown defect above cost about a quarter of it
+    assert usage.ru_utime + usage.ru_stime - before < max(0.7, 0.2 * before), (before, usage)
