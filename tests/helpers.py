@@ -268,7 +268,7 @@ class ForkServer:
     """A Python process that imports ``modules`` once, then forks a child for each ``python -m
     MODULE ARGS`` command it is given. A test that kills a command at a dozen random points starts
     a dozen commands: forked, each costs its own work, not another interpreter start and torch
-    import (4-5 s a trainer). The server is single-threaded, so forking it is safe."""
+    import. The server is single-threaded, so forking it is safe."""
 
     def __init__(self, modules, env):
         import subprocess
