@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
@@ -343,6 +344,31 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert cli(*args).exit_code == 0
+
+
+def test_ctrl_c_while_a_clip_is_encoded_is_an_interrupt_once_it_is_written(monkeypatch):
+    """soundfile writes in-memory WAVs through Python callbacks inside libsndfile, where a
+    KeyboardInterrupt is swallowed and the short write then fails soundfile's assertion: a Ctrl-C at
+    that moment was an internal error (exit 3), not an interrupt (130)."""
+    import signal
+
+    from ttaeval.io import audio
+
+    class InterruptedOnce(io.BytesIO):
+        def write(self, data):
+            if not getattr(self, "sent", False):
+                self.sent = True
+                signal.raise_signal(signal.SIGINT)
+            return super().write(data)
+
+    samples = tone(440, 0.5)[0]
+    expected = audio.float_wav_bytes(samples, 16_000)
+    monkeypatch.setattr(audio.io, "BytesIO", InterruptedOnce)
+    with pytest.raises(KeyboardInterrupt):
+        audio.float_wav_bytes(samples, 16_000)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    assert sf.read(io.BytesIO(expected), dtype="float32")[0].tolist() == samples.tolist()
 
 
 def test_a_read_only_run_folder_is_read_and_refused_for_writing_losing_nothing(tmp_path):

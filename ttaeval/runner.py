@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import math
 import os
 import shlex
@@ -36,8 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-
 from ttaeval.devices import check_device_name
 from ttaeval.generators import (
     GenerationFailure,
@@ -47,7 +44,7 @@ from ttaeval.generators import (
     get_generator,
     parse_generator_spec,
 )
-from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, load_audio
+from ttaeval.io.audio import AudioError, Clip, ValidationConfig, check_audio, float_wav_bytes, load_audio
 from ttaeval.io.folder import safe_name
 from ttaeval.io.prompts import Prompt, load_prompts
 from ttaeval.metrics.efficiency import measure
@@ -504,10 +501,9 @@ def _write(run_dir: Path, system: str, work: _Work, clip: Clip) -> str:
     path = run_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    data = io.BytesIO()
-    sf.write(data, clip.audio.T, clip.sample_rate, subtype="FLOAT", format="WAV")
+    data = float_wav_bytes(clip.audio.T, clip.sample_rate)
     try:  # written by Python, so a full disk is an OSError naming the file, not libsndfile's "System error"
-        tmp.write_bytes(data.getbuffer())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -6,13 +6,18 @@ the PCM and the rate — is what every cache is keyed on, never a file path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
+import signal
 import stat
 import struct
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -245,6 +250,34 @@ def try_load_audio(path: str | Path, **options: Any) -> Clip | str:
         return str(exc)
     except OSError as exc:  # an I/O error past the checks of ``_probe``
         return f"{path}: unreadable: {_os_reason(Path(path), exc)}"
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it. For soundfile's in-memory I/O: its
+    Python callbacks run inside libsndfile, where a KeyboardInterrupt is swallowed ("Exception ignored
+    from cffi callback") and the short write then fails soundfile's own assertion, an internal error
+    instead of an interrupt. Outside the main thread (where no signal handler runs) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
+
+
+def float_wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """``audio`` (``(samples,)`` or ``(samples, channels)``) as a WAV file of 32-bit float samples, in
+    memory (lossless for float32); a Ctrl-C meanwhile is delivered once it is written."""
+    buffer = io.BytesIO()
+    with interrupts_held():
+        sf.write(buffer, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
 
 
 def save_audio(path: str | Path, clip: Clip, subtype: str | None = None) -> Path:

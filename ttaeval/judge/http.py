@@ -33,7 +33,6 @@ import base64
 import functools
 import html
 import http.client
-import io
 import json
 import logging
 import math
@@ -49,8 +48,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 import numpy as np
-import soundfile as sf
 
+from ttaeval.io.audio import float_wav_bytes
 from ttaeval.judge.base import Answer, JudgeScorer
 
 log = logging.getLogger(__name__)
@@ -120,9 +119,7 @@ def read_reply(body: bytes, tokens: Sequence[str]) -> Answer:
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> str:
     """Base64 of a mono WAV of 32-bit float samples: lossless, so the server sees the same float32."""
-    buffer = io.BytesIO()
-    sf.write(buffer, np.asarray(audio, dtype=np.float32), sample_rate, format="WAV", subtype="FLOAT")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(float_wav_bytes(audio, sample_rate)).decode("ascii")
 
 
 def retry_after_seconds(value: str | None) -> float | None:
