@@ -136,24 +136,28 @@ def test_audioldm_eval_runs_end_to_end_resumes_after_kill_9_and_matches_the_form
     assert resumed.returncode == 0, resumed.stderr
     assert _board_csv(killed) == _board_csv(straight)
 
-    # parity: the same numbers from the clips in memory, as the earlier protocol functions computed
-    panns = get_embedder("panns", checkpoint=world / "panns.pth", batch_size=8)
-    vggish = get_embedder("vggish", checkpoint=world / "vggish.pth")
-    reference = sorted(_reference_folder(world, n).glob("*.wav"))
-    ref_clips = [load_audio(p) for p in reference]
-    ref_out = panns.outputs(ref_clips)
-    ref_logits = {p.stem: o["logits"] for p, o in zip(reference, ref_out)}
-    ref_frames = vggish.fad_samples(ref_clips)
+    # parity: the same numbers from the formulas, as the earlier protocol functions computed them, on
+    # the outputs the store keeps ...
+    with RunStore(straight) as store:
+        ids = list(store.scorers()["scorer_id"])
+        panns_id, vggish_id = (next(i for i in ids if name in i) for name in ("panns", "vggish"))
+        logits, embeddings = (store.artefacts(panns_id, a) for a in ("logits", "audio_embedding"))
+        frames = store.artefacts(vggish_id, "frames")
+
+    def of(table, system):
+        rows = table[table["system"] == system]
+        return dict(zip(rows["prompt_id"], rows["array"])), np.stack(rows["array"])
+
+    ref_logits, _ = of(logits, "reference")
+    ref_emb, ref_frames = of(embeddings, "reference")[1], np.concatenate(of(frames, "reference")[1])
     for system in SYSTEMS:
-        files = sorted((straight / "audio" / system).glob("*.wav"))
-        clips = [load_audio(p) for p in files]
-        out = panns.outputs(clips)
-        emb = np.stack([o["audio_embedding"] for o in out])
-        gen_logits = np.stack([o["logits"] for o in out])
-        paired_ref = np.stack([ref_logits[p.stem.rsplit("_", 1)[0]] for p in files])  # ID_SAMPLE.wav
+        rows = logits[logits["system"] == system]
+        assert len(rows) == n
+        gen_logits = np.stack(rows["array"])
+        paired_ref = np.stack([ref_logits[pid] for pid in rows["prompt_id"]])
         expected = {
-            "embed:panns/FD": formulas.fad(emb, np.stack([o["audio_embedding"] for o in ref_out])),
-            "embed:vggish/FAD": formulas.fad(vggish.fad_samples(clips), ref_frames),
+            "embed:panns/FD": formulas.fad(of(embeddings, system)[1], ref_emb),
+            "embed:vggish/FAD": formulas.fad(np.concatenate(of(frames, system)[1]), ref_frames),
             "embed:panns/IS": formulas.inception_score(gen_logits).mean,
             "embed:panns/KL": formulas.kl_audioldm(gen_logits, paired_ref, "softmax"),
             "embed:panns/KL_sigmoid": formulas.kl_audioldm(gen_logits, paired_ref, "sigmoid"),
@@ -165,8 +169,23 @@ def test_audioldm_eval_runs_end_to_end_resumes_after_kill_9_and_matches_the_form
             torch.from_numpy(gen_logits).double().softmax(1),
             torch.from_numpy(paired_ref).double().softmax(1),
         )
-        theirs = torch.nn.functional.kl_div((g + 1e-6).log(), r, reduction="sum").item() / len(files)
+        theirs = torch.nn.functional.kl_div((g + 1e-6).log(), r, reduction="sum").item() / n
         assert sets[(system, "embed:panns/KL")] == pytest.approx(theirs, rel=1e-6)
+
+    # ... which are the embedders' on the clip files: the first clip of each system in memory
+    panns = get_embedder("panns", checkpoint=world / "panns.pth")
+    vggish = get_embedder("vggish", checkpoint=world / "vggish.pth")
+    for system in (*SYSTEMS, "reference"):
+        pid = logits[logits["system"] == system]["prompt_id"].iloc[0]
+        if system == "reference":
+            clip = load_audio(_reference_folder(world, n) / f"{pid}.wav")
+        else:
+            clip = load_audio(straight / "audio" / system / f"{pid}_0.wav")
+        (ours,) = panns.outputs([clip])
+        in_memory = {"logits": ours["logits"], "embedding": ours["audio_embedding"]}
+        in_memory["frames"] = vggish.fad_samples([clip])
+        for name, table in (("logits", logits), ("embedding", embeddings), ("frames", frames)):
+            np.testing.assert_allclose(in_memory[name], of(table, system)[0][pid], rtol=1e-5, atol=1e-6)
 
 
 def test_vggish_fad_through_the_store_equals_frechet_audio_distance_and_the_cli(world, tmp_path):
@@ -226,17 +245,19 @@ def test_audiocaps_sam_runs_end_to_end(world, tmp_path, weights_cache):
             store, reference="reference", specs=["fad:embed:openl3", "kl:embed:passt,direction=gen_ref"]
         ).set_index(["system", "metric"])
         frames = store.artefacts(next(s for s in store.scorers()["scorer_id"] if "openl3" in s), "frames")
+        logits = store.artefacts(next(s for s in store.scorers()["scorer_id"] if "passt" in s), "logits")
     assert set(board["metric"]) >= {"clap:laion/clap", "embed:openl3/FAD"}
     assert (sets["n"] == n).all() and np.isfinite(sets["mean"]).all()
     assert frames["array"].iloc[0].shape == (8, 1024)  # 4 s at a 0.5 s hop, centred; L and R
-    # KL(gen || ref) on PaSST: the formula on the clips in memory
-    embed = get_embedder("passt", checkpoint=tmp_path / "passt.pt")
-    ref_files = sorted(_reference_folder(world, n).glob("*.wav"))
-    gen_files = sorted((tmp_path / "run" / "audio" / "clean").glob("*.wav"))
-    expected = formulas.kl_sam(
-        embed.logits([load_audio(p) for p in gen_files]), embed.logits([load_audio(p) for p in ref_files])
-    )
+    # KL(gen || ref) on PaSST: the formula on the logits of each prompt's pair
+    gen, ref = (logits[logits["system"] == s].sort_values("prompt_id") for s in ("clean", "reference"))
+    assert list(gen["prompt_id"]) == list(ref["prompt_id"]) and len(gen) == n
+    expected = formulas.kl_sam(np.stack(gen["array"]), np.stack(ref["array"]))
     assert sets.loc[("clean", "embed:passt/KL"), "mean"] == pytest.approx(expected, rel=1e-6)
+    # ... which are the embedder's on the clip files (one clip in memory: a 10 s PaSST window each)
+    clip = next((tmp_path / "run" / "audio" / "clean").glob(f"{gen['prompt_id'].iloc[0]}_*.wav"))
+    embed = get_embedder("passt", checkpoint=tmp_path / "passt.pt")
+    np.testing.assert_allclose(embed.logits([load_audio(clip)])[0], gen["array"].iloc[0], rtol=1e-6)
 
 
 def test_protocol_checks_come_before_any_audio_is_made(world, tmp_path):
