@@ -328,7 +328,7 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
 
     suite = jsonl_suite(tmp_path / "suite.jsonl", [f"p{i}" for i in range(1500)])
     args = ["run", "--suite", str(suite), "--system", "a=synth,answer=random", "--scorer", "signal"]
-    args += ["--batch-size", "2", "--quiet", "--out", str(tmp_path / "run")]
+    args += ["--batch-size", "2", "--duration", "0.5", "--quiet", "--out", str(tmp_path / "run")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ttaeval", *args], env=env, stderr=subprocess.PIPE, text=True
@@ -343,7 +343,13 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert cli(*args).exit_code == 0
+    with RunStore(tmp_path / "run") as kept:
+        assert 0 < len(kept.clips()) < 1500  # interrupted mid-run, what was committed kept
+    resume = [*args[: args.index("--batch-size")], "--batch-size", "100", *args[args.index("--duration") :]]
+    assert cli(*resume).exit_code == 0  # the rest, in batches of another size
+    with RunStore(tmp_path / "run") as done:
+        scores = done.scores()
+    assert scores["prompt_id"].nunique() == 1500 and (scores["status"] != "failed").all()
 
 
 def test_ctrl_c_while_a_clip_is_encoded_is_an_interrupt_once_it_is_written(monkeypatch):

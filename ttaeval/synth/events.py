@@ -8,6 +8,7 @@ knocks: the rate and resonance), so "high" and "low" differ audibly for all of t
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,9 +43,16 @@ def _decay(n: int, seconds: float) -> np.ndarray:
     return np.exp(-_t(n) / seconds)
 
 
-def _band(x: np.ndarray, low: float, high: float) -> np.ndarray:
+@functools.lru_cache(maxsize=512)
+def _bandpass(low: float, high: float) -> np.ndarray:
+    """A 4th-order Butterworth band-pass (most bands recur from clip to clip: designed once each)."""
     sos = _signal().butter(4, [low, high], btype="bandpass", fs=RATE, output="sos")
-    return _signal().sosfilt(sos, x)
+    sos.setflags(write=False)  # shared: each filtering takes a copy (scipy's needs a writable one)
+    return sos
+
+
+def _band(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return _signal().sosfilt(_bandpass(low, high).copy(), x)
 
 
 def _norm(x: np.ndarray) -> np.ndarray:
