@@ -65,17 +65,22 @@ def weights_cache(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_resonate(tmp_path_factory) -> Path:
-    """A random resonate-mini checkpoint with cheap sampling (1 s clips, 3 steps, 2 Griffin-Lim
-    iterations) for trainer tests."""
+    """A random resonate-mini network, narrower and shallower (the trainers' code paths, at a third of
+    the compute), with cheap sampling (1 s clips, 3 steps, 2 Griffin-Lim iterations) for trainer
+    tests."""
+    import dataclasses
+
     import torch
 
     from resonate_train.model import fluxaudio_mini
     from resonate_train.model.codec import MelCodec
+    from resonate_train.model.fluxaudio import MINI_CONFIG
     from resonate_train.model.text import ClapMiniTextEncoder
     from resonate_train.system import ResonateSystem, SamplingDefaults
 
     torch.manual_seed(0)
-    net = fluxaudio_mini().initialize_weights()
+    config = dataclasses.replace(MINI_CONFIG, hidden_dim=64, num_heads=2, depth=1, fused_depth=1)
+    net = fluxaudio_mini(config).initialize_weights()
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.02)
     system = ResonateSystem(

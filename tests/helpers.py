@@ -264,6 +264,26 @@ for line in sys.stdin:
 """
 
 
+def wait_for_rows(db, table: str, n: int, proc, timeout: float = 120) -> bool:
+    """Until the store ``db`` holds n rows in ``table`` (or the process ended): True if it is still
+    running. Read-only: the poll never creates the file, and a store being set up reads as empty."""
+    import sqlite3
+    import time
+    from pathlib import Path
+
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if Path(db).exists():
+            try:
+                with sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True, timeout=1) as con:
+                    if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] >= n:
+                        return True
+            except sqlite3.DatabaseError:
+                pass
+        time.sleep(0.05)
+    return proc.poll() is None
+
+
 class ForkServer:
     """A Python process that imports ``modules`` once, then forks a child for each ``python -m
     MODULE ARGS`` command it is given. A test that kills a command at a dozen random points starts

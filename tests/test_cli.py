@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from helpers import tone
+from helpers import ForkServer, tone, wait_for_rows
 from ttaeval.cli import app
 
 runner = CliRunner()
@@ -228,56 +228,36 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_same_export(tmp_path):
-    """SIGKILL `ttaeval score` at several points; the resumed store exports what a clean run does."""
+    """SIGKILL `ttaeval score` at 4 random points (after a random number of committed results, then a
+    random fraction of a batch more); the resumed store exports what a clean run does. The
+    killed commands are forked from a process that has imported ttaeval once; the reference and the
+    final resume start as a user starts them."""
     suite = make_suite(tmp_path, n=120)
     folder = good_folder(tmp_path / "sys", n=120)
-    base = [
-        sys.executable,
-        "-m",
-        "ttaeval",
-        "score",
-        str(folder),
-        "--prompts",
-        str(suite),
-        "--scorer",
-        "signal",
-        "--scorer",
-        "signal,silence_dbfs=-30",
-        "--batch-size",
-        "4",
-    ]
-    reference = tmp_path / "reference"
-    subprocess.run([*base, "--out", str(reference)], check=True, env=_env(), capture_output=True)
-    start = time.perf_counter()
-    subprocess.run([*base, "--out", str(tmp_path / "timing")], check=True, env=_env(), capture_output=True)
-    full = time.perf_counter() - start
+    args = ["score", str(folder), "--prompts", str(suite), "--scorer", "signal"]
+    args += ["--scorer", "signal,silence_dbfs=-30", "--batch-size", "4", "--out"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    subprocess.run(
+        [sys.executable, "-m", "ttaeval", *args, str(reference)], check=True, env=_env(), capture_output=True
+    )
 
-    killed = tmp_path / "killed"
     rng = np.random.default_rng(0)
     kills = 0
-    for fraction in sorted(rng.uniform(0.3, 0.95, 4)):
-        proc = subprocess.Popen(
-            [*base, "--out", str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(fraction * full)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    subprocess.run([*base, "--out", str(killed)], check=True, env=_env(), capture_output=True)
-    assert kills >= 2, "the run finished before it could be killed; the test proves nothing"
-
-    def export(run_dir: Path) -> str:
-        out = subprocess.run(
-            [sys.executable, "-m", "ttaeval", "export", str(run_dir)],
-            check=True,
-            env=_env(),
-            capture_output=True,
-            text=True,
-        )
-        return out.stdout
-
-    assert export(killed) == export(reference)
+    preload = ["scipy.signal", "ttaeval.cli", "ttaeval.scorers.signal", "ttaeval.scoring"]
+    with ForkServer(preload, _env()) as server:
+        for i, rows in enumerate(sorted(rng.integers(8, 200, 4))):  # of 240, in commits of 8
+            proc = server.start("ttaeval", [*args, str(killed)], tmp_path / f"kill{i}.log")
+            if wait_for_rows(killed / "run.sqlite", "results", int(rows), proc):
+                time.sleep(rng.uniform(0.0, 0.03))  # a batch takes about that long here
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+    assert kills >= 3, "the runs finished before they could be killed; the test proves nothing"
+    subprocess.run(
+        [sys.executable, "-m", "ttaeval", *args, str(killed)], check=True, env=_env(), capture_output=True
+    )
+    exports = [cli("export", run) for run in (killed, reference)]
+    assert all(e.exit_code == 0 for e in exports) and exports[0].stdout == exports[1].stdout
 
 
 @pytest.mark.slow

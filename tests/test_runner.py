@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from helpers import ForkServer, tone
+from helpers import ForkServer, tone, wait_for_rows
 from ttaeval.generators import (
     GenerationSettings,
     clip_seed,
@@ -277,21 +276,6 @@ def test_a_plugin_generator_registers_through_the_entry_point_group(tmp_path):
     assert len(table) == 2 and (table["signal/peak"] - 0.1).abs().max() < 1e-3
 
 
-def _wait_for_rows(db: Path, n: int, proc, timeout: float = 120) -> bool:
-    """Until the store holds n clip rows (or the process ended): True if it is still running."""
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=1) as con:
-                    if con.execute("SELECT count(*) FROM clips").fetchone()[0] >= n:
-                        return True
-            except sqlite3.DatabaseError:  # a store being set up
-                pass
-        time.sleep(0.05)
-    return proc.poll() is None
-
-
 RUN_PRELOAD = [  # what `ttaeval run` imports with the arguments below
     "scipy.signal", "ttaeval.cli", "ttaeval.generators.synth", "ttaeval.runner",
     "ttaeval.scorers.clap_mini", "ttaeval.scorers.signal", "ttaeval.synth.degrade",
@@ -343,7 +327,7 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_rows(tmp_path):
     with ForkServer(RUN_PRELOAD, _env()) as server:
         for i, rows in enumerate(sorted(rng.sample(range(4, 136), 8))):
             proc = server.start("ttaeval", _run_args(killed), tmp_path / f"kill{i}.log")
-            if _wait_for_rows(killed / "run.sqlite", rows, proc):
+            if wait_for_rows(killed / "run.sqlite", "clips", rows, proc):
                 time.sleep(rng.uniform(0.0, 0.3))
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
