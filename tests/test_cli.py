@@ -60,6 +60,25 @@ def test_the_command_lines_start_without_torch_transformers_or_scipy_stats():
     assert done.stdout.strip() == "False"
 
 
+def test_commands_that_run_no_model_never_import_torch(tmp_path):
+    """Signal checks of a folder, or of a synthetic system, start in a second rather than paying
+    torch's import: the device is resolved only for a scorer or system that holds a model."""
+    suite = make_suite(tmp_path, n=2)
+    folder = good_folder(tmp_path / "sys", n=2)
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['ttaeval', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('ttaeval', run_name='__main__')\n"
+        "except SystemExit as stop:\n    print('exit', stop.code, 'torch' in sys.modules)\n"
+    )
+    score = ["score", folder, "--prompts", suite, "--scorer", "signal", "--out", tmp_path / "a"]
+    run = ["run", "--suite", "synth:accuracy", "--limit", "2", "--system", "s=synth,degrade=noise"]
+    run += ["--scorer", "signal", "--device", "auto", "--out", tmp_path / "b", "--quiet"]
+    for args in (score, run):
+        done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+        assert done.stdout.strip().splitlines()[-1] == "exit 0 False", done.stdout + done.stderr
+
+
 def test_scoring_a_mixed_folder_writes_one_record_per_file_with_errors_named(tmp_path):
     suite = make_suite(tmp_path, n=10)
     folder = good_folder(tmp_path / "sys", n=4)

@@ -81,7 +81,8 @@ def test_runner_and_every_trainer_bind_the_device_through_the_one_helper_before_
     monkeypatch, tmp_path
 ):
     """Each caller's ``setup_process`` is ``ttaeval.devices.setup_process`` itself, and each calls
-    it with its configured device before it loads a checkpoint or builds a network."""
+    it with its configured device before it loads a checkpoint or builds a network (the runner, once
+    a scorer or system holds a model: here clap:mini)."""
     import resonate_train.dpo as dpo
     import resonate_train.grpo as grpo
     import resonate_train.pretrain as pretrain
@@ -104,7 +105,7 @@ def test_runner_and_every_trainer_bind_the_device_through_the_one_helper_before_
     for module in (grpo, dpo, pretrain):
         monkeypatch.setattr(module, "setup_process", helper)
     with pytest.raises(_Bound):
-        run(RunConfig(out=tmp_path / "run", systems={"a": "synth"}, suite="synth:demo", device="cuda:1"))
+        run(RunConfig(tmp_path / "run", {"a": "synth"}, "synth:demo", scorers=["clap:mini"], device="cuda:1"))
     with pytest.raises(_Bound):
         grpo.GRPOTrainer(grpo.GRPOConfig(base="ckpt", device="cuda"), tmp_path / "g")
     with pytest.raises(_Bound):

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-"""The precisions a ``dtype`` field accepts, by name."""
+DTYPES = ("float32", "bfloat16", "float16")
+"""The precisions a ``dtype`` field accepts, by name (torch's dtypes of those names)."""
+
+_PLAIN_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+"""Device names known valid without asking torch (which a command that runs no model never imports)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
     ``cuda:LOCAL_RANK``: one GPU per rank on a node. Asking for CUDA where there is none is an
     error naming the device, not a silent fall back to the CPU.
     """
+    import torch
+
     text = str(device).strip().lower()
     if local_rank is None:
         _, world, local = dist_env()
@@ -67,7 +75,9 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int | None =
 def check_device_name(device: str) -> str:
     """``device`` if torch can parse it (or it is ``auto``), else a ValueError naming it: a config
     is checked before any work, whether or not this machine has that device."""
-    if str(device).strip().lower() != "auto":
+    if not _PLAIN_DEVICE.fullmatch(str(device).strip().lower()):
+        import torch
+
         try:
             torch.device(str(device).strip().lower())
         except (RuntimeError, ValueError) as exc:
@@ -87,6 +97,8 @@ def setup_process(device: str | torch.device = "auto") -> Process:
     ``cuda:LOCAL_RANK`` (``torch.cuda.set_device`` first, so libraries that use "the current
     device" agree), and the group's backend follows the device. Idempotent.
     """
+    import torch
+
     rank, world, local = dist_env()
     dev = resolve_device(device, local if world > 1 else None)
     if dev.type == "cuda":
@@ -98,15 +110,18 @@ def setup_process(device: str | torch.device = "auto") -> Process:
 
 def resolve_dtype(dtype: str) -> torch.dtype:
     """A ``dtype`` field's torch dtype; an unknown name is an error listing the known ones."""
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}") from None
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
 
 
 def autocast(device: str | torch.device, dtype: str = "float32") -> contextlib.AbstractContextManager:
     """Mixed precision for a forward pass: ``torch.autocast`` in ``dtype`` on ``device`` (weights
     stay float32), or nothing for float32. bfloat16 runs on CPUs and GPUs alike; float16 is for GPUs."""
+    import torch
+
     torch_dtype = resolve_dtype(dtype)
     if torch_dtype == torch.float32:
         return contextlib.nullcontext()
@@ -116,6 +131,8 @@ def autocast(device: str | torch.device, dtype: str = "float32") -> contextlib.A
 @contextlib.contextmanager
 def no_autocast(device: str | torch.device) -> Iterator[None]:
     """Full precision inside an autocast region (log-densities, losses)."""
+    import torch
+
     with torch.autocast(torch.device(device).type, enabled=False):
         yield
 

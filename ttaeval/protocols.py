@@ -20,7 +20,7 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -389,9 +389,10 @@ def run_set_metrics(config: Mapping[str, object]) -> list[str] | None:
     return list(dict.fromkeys(specs)) or None
 
 
-def device_options(spec: str, device: str | None) -> dict[str, str]:
+def device_options(spec: str, device: str | Callable[[], str] | None) -> dict[str, str]:
     """``{"device": device}`` for a scorer that has a device option its spec does not set (the
-    keyword arguments that put it on the run's or trainer's device), else nothing."""
+    keyword arguments that put it on the run's or trainer's device), else nothing. ``device`` may be
+    a function giving it, called only for such a scorer."""
     import dataclasses
 
     from ttaeval.scorers import SCORERS, parse_spec
@@ -401,7 +402,9 @@ def device_options(spec: str, device: str | None) -> dict[str, str]:
     parsed = parse_spec(spec)
     cls = SCORERS.get(f"{parsed.name}:{parsed.backend}")
     has_device = dataclasses.is_dataclass(cls) and "device" in {f.name for f in dataclasses.fields(cls)}
-    return {"device": device} if has_device and "device" not in dict(parsed.options) else {}
+    if not has_device or "device" in dict(parsed.options):
+        return {}
+    return {"device": device() if callable(device) else device}
 
 
 def build_scorers(
@@ -412,7 +415,7 @@ def build_scorers(
     set_metrics: Sequence[str] = (),
     reference: bool = False,
     reference_flag: str = "--reference",
-    device: str | None = None,
+    device: str | Callable[[], str] | None = None,
 ) -> list[Scorer]:
     """The scorers of ``specs`` and of ``protocol`` (labelled ``NAME:BACKEND`` in tables, not by their
     weight paths), after checking what can be checked before any audio is made or read: the

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import shlex
@@ -208,9 +209,9 @@ def dist_env() -> tuple[int, int]:
     return rank, world
 
 
-def build_scorers(config: RunConfig, device: str | None = None) -> list[Scorer]:
+def build_scorers(config: RunConfig, device: str | Callable[[], str] | None = None) -> list[Scorer]:
     """The run's scorers, checked before any audio is made (``protocols.build_scorers``); those
-    whose spec sets no device compute on ``device``."""
+    whose spec sets no device compute on ``device`` (or what it returns, asked only if one does)."""
     from ttaeval.protocols import build_scorers as build
 
     return build(
@@ -224,14 +225,15 @@ def build_scorers(config: RunConfig, device: str | None = None) -> list[Scorer]:
     )
 
 
-def build_generator(spec: str, device: str | None = None) -> Generator:
-    """A system's generator; one with a ``device`` option its spec leaves unset computes on ``device``."""
+def build_generator(spec: str, device: str | Callable[[], str] | None = None) -> Generator:
+    """A system's generator; one with a ``device`` option its spec leaves unset computes on ``device``
+    (or what it returns)."""
     generator = get_generator(spec)
     fields = {f.name for f in dataclasses.fields(generator)}  # type: ignore[arg-type]
     if device is not None and "device" in fields:
         _, options = parse_generator_spec(spec)
         if "device" not in dict(options):
-            generator.device = device  # type: ignore[attr-defined]
+            generator.device = device() if callable(device) else device  # type: ignore[attr-defined]
     return generator
 
 
@@ -252,9 +254,16 @@ def run(
     """
     from ttaeval.devices import setup_process
 
-    proc = setup_process(config.device)  # before any model: rank R computes on cuda:LOCAL_RANK
-    rank, world = proc.rank, proc.world
-    device = str(proc.device)
+    rank, world = dist_env()
+
+    @functools.cache
+    def device() -> str:
+        """This process's device, bound on first use: rank R computes on cuda:LOCAL_RANK. A run whose
+        scorers and systems hold no model (signal checks of a folder) never imports torch."""
+        return str(setup_process(config.device).device)
+
+    if world > 1:
+        device()  # bound, and the process group joined, before anything else
     prompts = load_prompts(config.suite)[: config.limit]
     scorers = list(scorers) if scorers is not None else build_scorers(config, device)
     generators = generators or {name: build_generator(spec, device) for name, spec in config.systems.items()}
