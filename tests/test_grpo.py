@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from resonate_train.cli import app
 from resonate_train.grpo import GRPOConfig, GRPOTrainer, reward_gain
 from resonate_train.system import ResonateSystem
 from resonate_train.training_state import EVAL_LOG_NAME, LOG_NAME
@@ -356,14 +358,13 @@ def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     args = ["-m", "resonate_train", "grpo", "--config", str(config), "--out"]
-    single = subprocess.run(
-        [sys.executable, *args, str(tmp_path / "single")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank computes
+    try:  # the single process: in this one
+        single = CliRunner().invoke(app, [*args[2:], str(tmp_path / "single")])
+    finally:
+        torch.set_num_threads(threads)
+    assert single.exit_code == 0, single.output[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     both = subprocess.run(
         [*torchrun, *args, str(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=600
@@ -389,7 +390,7 @@ def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
     w1 = ResonateSystem.load(tmp_path / "single" / "final").network.state_dict()
     w2 = ResonateSystem.load(tmp_path / "ddp" / "final").network.state_dict()
     assert all(torch.allclose(w1[k], w2[k], atol=1e-5) for k in w1)
-    assert "evaluation reward gain" in single.stdout and "evaluation reward gain" in both.stdout
+    assert "evaluation reward gain" in single.output and "evaluation reward gain" in both.stdout
 
 
 CONFIGS = Path(__file__).parents[1] / "resonate_train" / "configs"

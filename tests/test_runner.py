@@ -306,24 +306,29 @@ def _run_args(out: Path) -> list[str]:
     return args
 
 
+def _cli(args: list[str]) -> str:
+    """``ttaeval ARGS`` in this process; its output (stdout and stderr)."""
+    from typer.testing import CliRunner
+
+    from ttaeval.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 @pytest.mark.slow
 def test_killed_runs_resume_to_exactly_the_uninterrupted_rows(tmp_path):
     """SIGKILL `ttaeval run` at 8 random points (after a random number of committed clips of 144, then
     a random fraction of a batch more); the resumed run's export equals an uninterrupted run's, and a
     further re-run computes nothing. With test_crash_safety's 12 GRPO kills: 20 kill points."""
     reference = tmp_path / "reference"
-    subprocess.run(
-        [sys.executable, "-m", "ttaeval", *_run_args(reference)],
-        check=True,
-        env=_env(),
-        capture_output=True,
-        timeout=600,
-    )
+    _cli(_run_args(reference))
     killed = tmp_path / "killed"
     kills = 0
     rng = random.Random(3)
-    # the killed runs are forked from a process that has imported ttaeval once; the reference run and
-    # the last two are started as a user starts them
+    # the killed runs are forked from a process that has imported ttaeval once; the resume that
+    # completes the run is started as a user starts it
     with ForkServer(RUN_PRELOAD, _env()) as server:
         for i, rows in enumerate(sorted(rng.sample(range(4, 136), 8))):
             proc = server.start("ttaeval", _run_args(killed), tmp_path / f"kill{i}.log")
@@ -342,26 +347,13 @@ def test_killed_runs_resume_to_exactly_the_uninterrupted_rows(tmp_path):
     )
     assert last.returncode == 0, last.stderr
     assert _export(killed).replace("/killed/", "/") == _export(reference).replace("/reference/", "/")
-    final = subprocess.run(
-        [sys.executable, "-m", "ttaeval", *_run_args(killed)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert "144 already complete; 0 generated, 0 read" in " ".join(final.stderr.split())
+    assert "144 already complete; 0 generated, 0 read" in " ".join(_cli(_run_args(killed)).split())
 
 
 @pytest.mark.slow
 def test_torchrun_two_ranks_give_the_single_process_export(tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    subprocess.run(
-        [sys.executable, "-m", "ttaeval", *_run_args(single)],
-        check=True,
-        env=_env(),
-        capture_output=True,
-        timeout=600,
-    )
+    _cli(_run_args(single))
     result = subprocess.run(
         [
             sys.executable,
