@@ -21,6 +21,7 @@ from resonate_train.model.codec import MelCodec
 from resonate_train.model.fluxaudio import LEGACY_FUNCTION
 from resonate_train.model.text import TextEncoder, text_encoder_from_dict
 from resonate_train.sampling import euler_sample, guided, in_precision
+from ttaeval.checkpoints import skipped_init
 
 RESONATE_MINI = Path(__file__).parent / "weights" / "resonate_mini"
 """The shipped mini model, pretrained on the synthetic world (``resonate-train pretrain``)."""
@@ -99,7 +100,8 @@ class ResonateSystem:
         config = json.loads((folder / CONFIG_NAME).read_text())
         # a config saved before the network's function fields existed means the function it was
         # trained with (LEGACY_FUNCTION); saved fields always win
-        network = FluxAudio(FluxAudioConfig(**{**LEGACY_FUNCTION, **config["network"]}))
+        with skipped_init():  # the weights file replaces every weight
+            network = FluxAudio(FluxAudioConfig(**{**LEGACY_FUNCTION, **config["network"]}))
         network.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
         codec_spec = dict(config["codec"])
         kind = codec_spec.pop("kind")

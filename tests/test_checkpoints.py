@@ -67,3 +67,33 @@ def test_every_torch_load_in_the_packages_is_weights_only():
                 if not safe:
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}")
     assert calls >= 5 and not offenders, offenders
+
+
+def test_modules_built_for_a_checkpoint_skip_their_random_init_in_this_thread_only():
+    """Inside ``skipped_init`` no random weights are drawn (the generator does not move) and a strict
+    load gives the checkpoint's module; another thread meanwhile initialises as usual."""
+    import threading
+
+    from ttaeval.checkpoints import skipped_init
+
+    def build():
+        return torch.nn.Sequential(torch.nn.Conv1d(4, 8, 3), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+
+    torch.manual_seed(0)
+    source = build()
+    state = torch.random.get_rng_state()
+    others: list[torch.Tensor] = []
+    with skipped_init():
+        built = build()
+        assert torch.equal(torch.random.get_rng_state(), state)  # nothing drawn
+        thread = threading.Thread(target=lambda: others.append(torch.nn.Linear(512, 512).weight.detach()))
+        thread.start()
+        thread.join()
+    assert not torch.equal(torch.random.get_rng_state(), state)  # the other thread drew its weights
+    bound = 1 / 512**0.5  # torch's kaiming-uniform bound for a Linear of 512 inputs
+    assert 0.99 * bound < others[0].abs().max() <= bound
+    built.load_state_dict(source.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), source.state_dict().values()))
+    after = torch.random.get_rng_state()
+    build()  # after the block, this thread's initialisers draw again
+    assert not torch.equal(torch.random.get_rng_state(), after)

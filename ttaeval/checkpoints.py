@@ -1,4 +1,4 @@
-"""Reading model checkpoints without running pickled code.
+"""Reading model checkpoints without running pickled code, and building the modules they fill.
 
 A ``.safetensors`` file is read as tensors; anything else goes through ``torch.load(weights_only=True)``,
 which rebuilds only tensors and plain containers. A file that needs more (pickled classes or functions
@@ -7,9 +7,49 @@ which rebuilds only tensors and plain containers. A file that needs more (pickle
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+_SKIPPING = threading.local()
+
+
+@contextlib.contextmanager
+def skipped_init() -> Iterator[None]:
+    """Build modules without drawing the random weights a strict checkpoint load then replaces:
+    ``torch.nn.init``'s in-place initialisers leave their tensor as it is, in this thread, for the
+    block (as transformers' ``no_init_weights`` does for its models). A published-size network is
+    built in a fraction of the time (Cnn14: 1.6 s to 0.1 s). Use it only around a build followed by
+    a strict ``load_state_dict``: whatever the checkpoint does not hold would be left unset."""
+    _install_init_switch()
+    before = getattr(_SKIPPING, "on", False)
+    _SKIPPING.on = True
+    try:
+        yield
+    finally:
+        _SKIPPING.on = before
+
+
+@functools.cache
+def _install_init_switch() -> None:
+    """Wrap each public in-place initialiser of ``torch.nn.init`` (once a process) so that it does
+    nothing while this thread is inside :func:`skipped_init`, and what it did before otherwise."""
+    import torch.nn.init as init
+
+    def switchable(original):
+        @functools.wraps(original)
+        def initialise(tensor, *args, **kwargs):
+            return tensor if getattr(_SKIPPING, "on", False) else original(tensor, *args, **kwargs)
+
+        return initialise
+
+    for name in dir(init):
+        if name.endswith("_") and not name.startswith("_") and callable(getattr(init, name)):
+            setattr(init, name, switchable(getattr(init, name)))
 
 
 class CheckpointRefused(ValueError):

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from resonate_train.model.mel_vae import SAMPLE_RATE, MelConverter, MelVAE, latent_length
+from ttaeval.checkpoints import skipped_init
 
 NETWORK_FILES = ("Resonate_GRPO.pth", "Resonate_PT.pth")
 VAE_FILE = "v1-44.pth"
@@ -42,7 +43,8 @@ def load_mel_vae(path: str | Path, device: str = "cpu") -> MelVAE:
 
     state = read_state_dict(path)
     conv_in = state.get("encoder.conv_in.weight")
-    vae = MelVAE(width=int(conv_in.shape[0])) if conv_in is not None and conv_in.ndim == 3 else MelVAE()
+    with skipped_init():  # the checkpoint replaces every weight (or is refused below)
+        vae = MelVAE(width=int(conv_in.shape[0])) if conv_in is not None and conv_in.ndim == 3 else MelVAE()
     own = vae.state_dict()
     if conv_in is not None and conv_in.shape[1:2] != own["encoder.conv_in.weight"].shape[1:2]:
         raise ValueError(
@@ -169,7 +171,8 @@ def load_official(folder: str | Path, device: str = "cpu", network: str | None =
     files = release_files(folder, network)
     state = read_state_dict(files["network"])
     try:
-        net = FluxAudio(network_config(state))
+        with skipped_init():  # the checkpoint replaces every weight (or is refused)
+            net = FluxAudio(network_config(state))
     except ValueError as exc:
         raise ValueError(f"{files['network']}: {exc}") from None
     load_network_weights(net, files["network"], state)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttaeval.checkpoints import skipped_init
 from ttaeval.devices import no_autocast
 
 
@@ -92,7 +93,8 @@ def load_cnn14(checkpoint: str, config: Cnn14Config, device: str = "cpu") -> Cnn
     """A released Cnn14 checkpoint (``{"model": state_dict}`` or a bare state dict), strictly."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = state.get("model", state)
-    model = Cnn14(config)
+    with skipped_init():  # the checkpoint replaces every weight
+        model = Cnn14(config)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

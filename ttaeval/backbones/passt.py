@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ttaeval.checkpoints import skipped_init
+
 PACKAGE = "_ttaeval_hear21passt_models"
 
 
@@ -83,7 +85,7 @@ def load_passt(checkpoint: str, arch: str = "passt_s_swa_p16_128_ap476", device:
     import contextlib
     import io
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the model prints while it is built
+    with contextlib.redirect_stdout(io.StringIO()), skipped_init():  # it prints while it is built
         net = models.passt.get_model(arch=arch, pretrained=False, fstride=10, tstride=10, input_tdim=998)
     models.passt.first_RUN = False  # its debug switch: the first forward pass prints 20 shapes
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)

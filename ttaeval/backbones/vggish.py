@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttaeval.checkpoints import skipped_init
+
 SAMPLE_RATE = 16_000
 WINDOW, HOP, FFT = 400, 160, 512
 MEL_BANDS, MEL_LOW, MEL_HIGH = 64, 125.0, 7500.0
@@ -89,7 +91,8 @@ class VGGish(nn.Module):
 def load_vggish(checkpoint: str, final_relu: bool = False, device: str = "cpu") -> VGGish:
     """The released torch VGGish weights (a state dict), strictly."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = VGGish(final_relu)
+    with skipped_init():  # the checkpoint replaces every weight
+        model = VGGish(final_relu)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttaeval.checkpoints import skipped_init
 from ttaeval.embedders.base import EMBEDDING, FRAMES, EmbeddingScorer, per_frame_artefacts, require_file
 from ttaeval.io.audio import Clip
 
@@ -73,7 +74,8 @@ class OpenL3Scorer(EmbeddingScorer):
             raise ValueError(f"openl3 hop must be positive, got {self.hop}")
         import torch
 
-        net = models.PytorchOpenl3(input_repr=self.input, embedding_size=512, content_type=self.content)
+        with skipped_init():  # the checkpoint replaces every weight
+            net = models.PytorchOpenl3(input_repr=self.input, embedding_size=512, content_type=self.content)
         state = torch.load(path, map_location="cpu", weights_only=True)
         try:
             net.load_state_dict(state)

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ttaeval.checkpoints import skipped_init
 from ttaeval.optional import hub_offline, import_reference, install_hint, weights_file
 from ttaeval.scorers.clap_common import (
     ClapScorer,
@@ -194,7 +195,7 @@ class LaionClapScorer(ClapScorer):
                     "clap:laion crop=random with a fusion checkpoint runs laion_clap's own get_mel, "
                     "which needs torchaudio; use crop=windows"
                 )
-        with _text_tower_from(config):
+        with _text_tower_from(config), skipped_init():  # the checkpoint replaces every weight
             module = laion_clap.CLAP_Module(enable_fusion=fusion, device=self.device, amodel=self.amodel)
         try:
             module.model.load_state_dict(state)
