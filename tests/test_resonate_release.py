@@ -24,12 +24,13 @@ from ttaeval.cli import app
 
 TINY_BIGVGAN = {
     "resblock": "1", "upsample_rates": [8, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [16, 8, 4, 4, 4, 4],
-    "upsample_initial_channel": 64, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]],
+    "upsample_initial_channel": 64, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1]],
     "use_tanh_at_final": False, "use_bias_at_final": False, "activation": "snakebeta", "snake_logscale": True,
     "num_mels": 128, "n_fft": 2048, "hop_size": 512, "win_size": 2048, "sampling_rate": 44100, "fmin": 0,
     "fmax": None,
 }  # fmt: skip
-"""The released vocoder's configuration, narrower (the folder's config.json is what the loader reads)."""
+"""The released vocoder's configuration, narrower and with one dilation (the folder's config.json is
+what the loader reads)."""
 
 
 def make_release(root, network, vae, t5_width: int, dtype: torch.dtype = torch.float32):
