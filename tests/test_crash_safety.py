@@ -14,9 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
 from helpers import ForkServer
+from resonate_train.cli import app
 from resonate_train.dpo import DPOConfig, DPOTrainer
 from resonate_train.grpo import GRPOConfig, GRPOTrainer
 from ttaeval.store import StoreError
@@ -63,10 +66,16 @@ def _lines(path: Path) -> int:
 def test_grpo_killed_at_random_points_ends_with_the_uninterrupted_logs_and_weights(tiny_resonate, tmp_path):
     config = _grpo_toml(tiny_resonate, tmp_path / "grpo.toml")
     straight = tmp_path / "straight"
-    subprocess.run(_grpo(config, straight), env=_env(), check=True, capture_output=True, timeout=600)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the commands below (OMP_NUM_THREADS=1)
+    try:  # the uninterrupted run: in this process
+        done = CliRunner().invoke(app, _grpo(config, straight)[3:])
+    finally:
+        torch.set_num_threads(threads)
+    assert done.exit_code == 0, done.output
     killed, rng, kills, resumed = tmp_path / "killed", random.Random(10), 0, 0
-    # the killed commands are forked from a process that has imported the trainer once; the first
-    # and the last command are started as a user starts them
+    # the killed commands are forked from a process that has imported the trainer once; the last
+    # command is started as a user starts it
     with ForkServer(PRELOAD, _env()) as server:
         while kills < KILLS:
             proc = server.start("resonate_train", _grpo(config, killed)[3:], tmp_path / f"kill{kills}.log")
