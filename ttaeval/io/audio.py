@@ -257,9 +257,9 @@ def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) until the block ends, then deliver it. For soundfile's in-memory I/O: its
     Python callbacks run inside libsndfile, where a KeyboardInterrupt is swallowed ("Exception ignored
     from cffi callback") and the short write then fails soundfile's own assertion, an internal error
-    instead of an interrupt. Outside the main thread (where no signal handler runs) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    instead of an interrupt."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # no handler runs here, or one set outside Python that could not be put back
         return
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
