@@ -190,7 +190,8 @@ def test_audioldm_eval_runs_end_to_end_resumes_after_kill_9_and_matches_the_form
 
 def test_vggish_fad_through_the_store_equals_frechet_audio_distance_and_the_cli(world, tmp_path):
     """frechet_audio_distance's own statistics and distance (scipy sqrtm) on the VGGish frames the
-    store keeps, and ``ttaeval fad`` on the same folders (40 clips: 160 frames, full-rank 128-d)."""
+    store keeps, and ``ttaeval fad`` on the same folders and store (40 clips: 160 frames, full-rank
+    128-d)."""
     from ttaeval.folder_fad import folder_fad
 
     gen, ref = _reference_folder(world, 40, "audio"), _reference_folder(world, 40)
@@ -208,9 +209,9 @@ def test_vggish_fad_through_the_store_equals_frechet_audio_distance_and_the_cli(
     assert sum(len(a) for a in frames["array"]) == 320
     theirs = fad_module.FrechetAudioDistance.calculate_frechet_distance(None, *stats[0], *stats[1])
     assert ours == pytest.approx(theirs, rel=1e-6)
-    cli = CliRunner(env={"COLUMNS": "400"}).invoke(
-        app, ["fad", str(gen), str(ref), "--embedder", f"embed:vggish,checkpoint={world / 'vggish.pth'}"]
-    )
+    args = ["fad", str(gen), str(ref), "--embedder", f"embed:vggish,checkpoint={world / 'vggish.pth'}"]
+    args += ["--out", str(tmp_path / "run")]  # the embeddings above, read back by content
+    cli = CliRunner(env={"COLUMNS": "400"}).invoke(app, args)
     assert cli.exit_code == 0, cli.output
     assert float(cli.stdout.strip().splitlines()[-1]) == ours
 
