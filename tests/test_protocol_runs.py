@@ -257,7 +257,7 @@ def test_audiocaps_sam_runs_end_to_end(world, tmp_path, weights_cache):
     expected = formulas.kl_sam(np.stack(gen["array"]), np.stack(ref["array"]))
     assert sets.loc[("clean", "embed:passt/KL"), "mean"] == pytest.approx(expected, rel=1e-6)
     # ... which are the embedder's on the clip files (one clip in memory: a 10 s PaSST window each)
-    clip = next((tmp_path / "run" / "audio" / "clean").glob(f"{gen['prompt_id'].iloc[0]}_*.wav"))
+    clip = tmp_path / "run" / "audio" / "clean" / f"{gen['prompt_id'].iloc[0]}_0.wav"
     embed = get_embedder("passt", checkpoint=tmp_path / "passt.pt")
     np.testing.assert_allclose(embed.logits([load_audio(clip)])[0], gen["array"].iloc[0], rtol=1e-6)
 
