@@ -65,8 +65,8 @@ def weights_cache(request, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_resonate(tmp_path_factory) -> Path:
-    """A random resonate-mini network, narrower and shallower (the trainers' code paths, at a third of
-    the compute), with cheap sampling (1 s clips, 3 steps, 2 Griffin-Lim iterations) for trainer
+    """A random resonate-mini network, narrower and shallower (the trainers' code paths, for less
+    compute), with cheap sampling (1 s clips, 3 steps, 2 Griffin-Lim iterations) for trainer
     tests."""
     import dataclasses
 

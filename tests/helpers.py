@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -262,6 +264,20 @@ for line in sys.stdin:
             f.write(str(code))
         os._exit(code)
 """
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch on one thread for the block, as a command started with OMP_NUM_THREADS=1 (or a torchrun
+    rank) computes: an in-process reference run then gives the same floats as the commands."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def wait_for_rows(db, table: str, n: int, proc, timeout: float = 120) -> bool:

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from helpers import ForkServer
+from helpers import ForkServer, one_torch_thread
 from resonate_train.cli import app
 from resonate_train.dpo import DPOConfig, DPOTrainer
 from resonate_train.grpo import GRPOConfig, GRPOTrainer
@@ -66,12 +66,8 @@ def _lines(path: Path) -> int:
 def test_grpo_killed_at_random_points_ends_with_the_uninterrupted_logs_and_weights(tiny_resonate, tmp_path):
     config = _grpo_toml(tiny_resonate, tmp_path / "grpo.toml")
     straight = tmp_path / "straight"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the commands below (OMP_NUM_THREADS=1)
-    try:  # the uninterrupted run: in this process
+    with one_torch_thread():  # the uninterrupted run: in this process, as the commands below compute
         done = CliRunner().invoke(app, _grpo(config, straight)[3:])
-    finally:
-        torch.set_num_threads(threads)
     assert done.exit_code == 0, done.output
     killed, rng, kills, resumed = tmp_path / "killed", random.Random(10), 0, 0
     # the killed commands are forked from a process that has imported the trainer once; the last
@@ -120,7 +116,6 @@ def test_a_second_trainer_on_a_busy_run_folder_is_refused(tiny_resonate, tmp_pat
 
 
 def test_a_log_record_torn_by_a_kill_is_dropped_on_resume(tmp_path):
-    import torch
 
     from resonate_train.training_state import LOG_NAME, load_state, save_state
 

@@ -3,8 +3,8 @@
 One session builds the tiny checkpoints of every backend (the same builders the parity tests use);
 two fresh Python processes then load them, score one 11 s clip (long enough for the windowing of
 every CLAP backend) and print each value as ``float.hex``, plus a digest of the embedders' outputs on
-its first 3 s (several OpenL3 frames and a PaSST window: the published-size embedders cost about a
-second per frame or window, and bit-identity does not depend on the count).
+its first 3 s (several OpenL3 frames and a PaSST window: bit-identity does not depend on how many,
+and each costs a published-size forward pass).
 """
 
 from __future__ import annotations

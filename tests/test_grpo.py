@@ -13,6 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from helpers import one_torch_thread
 from resonate_train.cli import app
 from resonate_train.grpo import GRPOConfig, GRPOTrainer, reward_gain
 from resonate_train.system import ResonateSystem
@@ -358,12 +359,8 @@ def test_torchrun_two_processes_match_the_single_process_run(base, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     args = ["-m", "resonate_train", "grpo", "--config", str(config), "--out"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank computes
-    try:  # the single process: in this one
+    with one_torch_thread():  # the single process: this one, computing as each rank does
         single = CliRunner().invoke(app, [*args[2:], str(tmp_path / "single")])
-    finally:
-        torch.set_num_threads(threads)
     assert single.exit_code == 0, single.output[-3000:]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     both = subprocess.run(

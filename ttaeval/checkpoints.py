@@ -22,9 +22,9 @@ _SKIPPING = threading.local()
 def skipped_init() -> Iterator[None]:
     """Build modules without drawing the random weights a strict checkpoint load then replaces:
     ``torch.nn.init``'s in-place initialisers leave their tensor as it is, in this thread, for the
-    block (as transformers' ``no_init_weights`` does for its models). A published-size network is
-    built in a fraction of the time (Cnn14: 1.6 s to 0.1 s). Use it only around a build followed by
-    a strict ``load_state_dict``: whatever the checkpoint does not hold would be left unset."""
+    block (as transformers' ``no_init_weights`` does for its models). Use it only around a build
+    followed by a strict ``load_state_dict``: whatever the checkpoint does not hold would be left
+    unset."""
     _install_init_switch()
     before = getattr(_SKIPPING, "on", False)
     _SKIPPING.on = True
